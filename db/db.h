@@ -1,0 +1,116 @@
+/* db.h - the certificate status index (LMDB): one writer, many lock-free
+ * readers, in one process or several. One struct db serves all threads. */
+#ifndef DB_DB_H
+#define DB_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef MUST_CHECK
+#define MUST_CHECK __attribute__((warn_unused_result))
+#endif
+
+#define DB_ISSUER_ID_LEN 20 /* SHA-1 of the issuer's subjectPublicKey */
+#define DB_SERIAL_MAX	 20 /* RFC 5280 4.1.2.2 */
+#define DB_FORMAT	 1  /* the record layout this code reads and writes */
+
+enum db_err {
+	DB_OK = 0,
+	DB_ERR_NOT_FOUND = -1, /* the index has no such certificate */
+	DB_ERR_CORRUPT = -2,   /* a record failed to decode */
+	DB_ERR_IO = -3,	       /* LMDB failed; see db_strerror() */
+	DB_ERR_VERSION = -4,   /* the index was written in another format */
+	DB_ERR_FULL = -5,      /* the map is full: raise index_map_size */
+	DB_ERR_READONLY = -6,  /* a write on an index opened read-only */
+	DB_ERR_ARG = -7,       /* a malformed key (serial length and such) */
+	DB_ERR_NOMEM = -8,
+	DB_ERR_NO_INDEX = -9, /* no index exists at the path */
+};
+
+enum db_mode {
+	DB_MODE_READ,	/* open an existing index; writes fail */
+	DB_MODE_WRITE,	/* open an existing index for reading and writing */
+	DB_MODE_CREATE, /* as DB_MODE_WRITE, creating an empty index if none */
+};
+
+enum db_cert_state {
+	DB_CERT_GOOD = 0,
+	DB_CERT_REVOKED = 1,
+};
+
+/* struct db_key names one certificate: its issuer and its serial number as
+ * the magnitude bytes of the INTEGER (big-endian, no leading zero byte). */
+struct db_key {
+	uint8_t issuer_id[DB_ISSUER_ID_LEN];
+	uint8_t serial[DB_SERIAL_MAX];
+	size_t serial_len; /* 1..DB_SERIAL_MAX */
+};
+
+/* struct db_cert is what the index knows of one certificate. Times are
+ * seconds since the epoch (UTC). */
+struct db_cert {
+	enum db_cert_state state;
+	int64_t revoked_at;  /* when state is DB_CERT_REVOKED */
+	int revocation_reason; /* RFC 5280 CRLReason 0..10, or -1 for none */
+	int64_t not_after;   /* the certificate's notAfter, 0 if not known */
+};
+
+struct db;
+struct db_txn;
+
+/* db_open opens the index directory at path, creating the directory and
+ * an empty index with DB_MODE_CREATE. map_size is the most the index may
+ * grow to, in bytes (0: the default, 4 GiB). On success *out owns the
+ * handle; release it with db_close(). Call it after any fork(), in the
+ * process that uses it. Returns DB_OK, DB_ERR_NO_INDEX, DB_ERR_VERSION,
+ * DB_ERR_CORRUPT, DB_ERR_IO or DB_ERR_NOMEM; db_errno() then keeps the
+ * errno or LMDB code behind DB_ERR_IO. */
+int db_open(const char *path, enum db_mode mode, uint64_t map_size,
+    struct db **out) MUST_CHECK;
+
+/* db_close releases db. Every transaction must have ended. Accepts NULL. */
+void db_close(struct db *db);
+
+/* db_lookup copies the record for key into *out; nothing in *out points
+ * into the database. Thread-safe, lock-free. Returns DB_OK,
+ * DB_ERR_NOT_FOUND, DB_ERR_CORRUPT, DB_ERR_ARG or DB_ERR_IO. */
+int db_lookup(struct db *db, const struct db_key *key, struct db_cert *out)
+    MUST_CHECK;
+
+/* db_generation reads the index's generation number, which every committed
+ * write transaction advances by one, into *out. */
+int db_generation(struct db *db, uint64_t *out) MUST_CHECK;
+
+/* db_txn_begin starts the write transaction; only one runs at a time across
+ * every process (a second waits). On success *out owns it until
+ * db_txn_commit() or db_txn_abort(). Returns DB_OK, DB_ERR_READONLY or
+ * DB_ERR_IO. */
+int db_txn_begin(struct db *db, struct db_txn **out) MUST_CHECK;
+
+/* db_txn_get reads key inside txn, seeing txn's own writes. Returns as
+ * db_lookup(). */
+int db_txn_get(struct db_txn *txn, const struct db_key *key,
+    struct db_cert *out) MUST_CHECK;
+
+/* db_txn_put stores cert under key, replacing any record. Returns DB_OK,
+ * DB_ERR_ARG, DB_ERR_FULL or DB_ERR_IO; after an error, abort txn. */
+int db_txn_put(struct db_txn *txn, const struct db_key *key,
+    const struct db_cert *cert) MUST_CHECK;
+
+/* db_txn_commit makes every write of txn durable and visible at once, and
+ * advances the generation. txn is freed whatever the result. Returns
+ * DB_OK, DB_ERR_FULL or DB_ERR_IO (then nothing of txn was written). */
+int db_txn_commit(struct db_txn *txn) MUST_CHECK;
+
+/* db_txn_abort discards txn's writes and frees it. Accepts NULL. */
+void db_txn_abort(struct db_txn *txn);
+
+/* db_errno returns the errno or LMDB code of db's last DB_ERR_IO, for
+ * messages; 0 if none. Not meaningful across threads. */
+int db_errno(const struct db *db);
+
+/* db_strerror describes err, an enum db_err, in a few words. */
+const char *db_strerror(int err);
+
+#endif
