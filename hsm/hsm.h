@@ -12,18 +12,18 @@
 #endif
 
 #define HSM_MAX_SIGNATURE_LEN 512 /* RSA-4096 */
-#define HSM_MAX_PIN_LEN	      255
+#define HSM_MAX_PIN_LEN       255
 
 enum hsm_err {
 	HSM_OK = 0,
-	HSM_ERR_MODULE = -1,	 /* the PKCS#11 module failed to load */
-	HSM_ERR_TOKEN = -2,	 /* no token with that label */
-	HSM_ERR_PIN_FILE = -3,	 /* the PIN file is unreadable or empty */
-	HSM_ERR_LOGIN = -4,	 /* the token refused the PIN */
-	HSM_ERR_KEY = -5,	 /* no such private key, or several */
-	HSM_ERR_KEY_TYPE = -6,	 /* a key type we cannot sign OCSP with */
+	HSM_ERR_MODULE = -1,      /* the PKCS#11 module failed to load */
+	HSM_ERR_TOKEN = -2,       /* no token with that label, or several */
+	HSM_ERR_PIN_FILE = -3,    /* the PIN file is unreadable or empty */
+	HSM_ERR_LOGIN = -4,       /* the token refused the PIN */
+	HSM_ERR_KEY = -5,         /* no such private key, or several */
+	HSM_ERR_KEY_TYPE = -6,    /* a key type we cannot sign OCSP with */
 	HSM_ERR_UNAVAILABLE = -7, /* the token failed or is gone: try later */
-	HSM_ERR_ARG = -8,	 /* a bad parameter (buffer too small...) */
+	HSM_ERR_ARG = -8,         /* a bad parameter (buffer too small...) */
 	HSM_ERR_NOMEM = -9,
 	HSM_ERR_EXISTS = -10, /* provisioning: the token or key exists */
 };
@@ -31,7 +31,7 @@ enum hsm_err {
 /* enum hsm_sig_alg is the signature hsm_sign() makes; the caller writes
  * the matching AlgorithmIdentifier. */
 enum hsm_sig_alg {
-	HSM_SIG_ECDSA_SHA256,	  /* ecdsa-with-SHA256, DER Ecdsa-Sig-Value */
+	HSM_SIG_ECDSA_SHA256,     /* ecdsa-with-SHA256, DER Ecdsa-Sig-Value */
 	HSM_SIG_RSA_PKCS1_SHA256, /* sha256WithRSAEncryption */
 };
 
@@ -42,6 +42,9 @@ enum hsm_key_type {
 
 /* struct hsm_params locates the key; the strings are borrowed for the call.
  * key_label or key_id (hex CKA_ID) names the key; if both, both must match.
+ * pin_file is a regular file holding the PIN, one trailing newline allowed;
+ * a file others may read is refused, but its group may read it (so
+ * root:ocsp 0640 works). hsm_provision() reads its PIN files the same way.
  */
 struct hsm_params {
 	const char *module_path;
@@ -54,10 +57,14 @@ struct hsm_params {
 struct hsm;
 
 /* hsm_open loads the module, finds the token and the private key, and logs
- * in with the PIN read from pin_file; the PIN is wiped from memory before
- * hsm_open returns. On success *out owns the handle; release it with
- * hsm_close(). Open it after any fork(), in the process that signs. Returns
- * HSM_OK or a negative enum hsm_err naming what failed. */
+ * in with the PIN read from pin_file; our copies of the PIN are wiped
+ * before hsm_open returns, and libp11's (kept to log in again after a
+ * fork) by hsm_close(). It signs and verifies a probe, so a public key
+ * object that does not match the private key fails here (HSM_ERR_KEY). On
+ * success *out owns the handle; release it with hsm_close(). Open it after
+ * any fork(), in the process that signs. Keep at most one handle per
+ * module open in a process: closing one finalizes the module for all.
+ * Returns HSM_OK or a negative enum hsm_err naming what failed. */
 int hsm_open(const struct hsm_params *params, struct hsm **out) MUST_CHECK;
 
 /* hsm_close logs out and releases everything. Accepts NULL. */
@@ -68,16 +75,16 @@ enum hsm_sig_alg hsm_get_sig_alg(const struct hsm *hsm);
 
 /* hsm_get0_public_key points *out at the key's SubjectPublicKeyInfo DER,
  * borrowed until hsm_close(), and sets *out_len. */
-void hsm_get0_public_key(const struct hsm *hsm, const uint8_t **out,
-    size_t *out_len);
+void hsm_get0_public_key(
+    const struct hsm *hsm, const uint8_t **out, size_t *out_len);
 
 /* hsm_sign hashes msg (msg_len bytes) with SHA-256 and signs the digest
  * with the token's key. sig must hold HSM_MAX_SIGNATURE_LEN bytes;
  * *sig_len receives the signature's length. Thread-safe. Returns HSM_OK,
  * HSM_ERR_UNAVAILABLE (the token failed: answer tryLater) or HSM_ERR_ARG.
  */
-int hsm_sign(struct hsm *hsm, const uint8_t *msg, size_t msg_len,
-    uint8_t *sig, size_t *sig_len) MUST_CHECK;
+int hsm_sign(struct hsm *hsm, const uint8_t *msg, size_t msg_len, uint8_t *sig,
+    size_t *sig_len) MUST_CHECK;
 
 /* hsm_provision initialises a token for the responder: in the first free
  * slot of the module it creates a token labelled token_label whose SO PIN
@@ -85,8 +92,8 @@ int hsm_sign(struct hsm *hsm, const uint8_t *msg, size_t msg_len,
  * pair of type inside it, labelled key_label with CKA_ID key_id (hex): the
  * private key is sensitive, never extractable, and signs only. If a token
  * with that label exists already it is reused (logging in with pin_file);
- * if it holds a key with that label, HSM_ERR_EXISTS and nothing changes.
- * PINs never appear in any argument list or message. */
+ * if it holds an object with that label or CKA_ID, HSM_ERR_EXISTS and
+ * nothing changes. PINs never appear in any argument list or message. */
 int hsm_provision(const char *module_path, const char *token_label,
     const char *so_pin_file, const char *pin_file, const char *key_label,
     const char *key_id, enum hsm_key_type type) MUST_CHECK;

@@ -1,0 +1,819 @@
+/* test_hsm.c - hsm/ against a real SoftHSM2 token made in a fresh temporary
+ * directory: provisioning, the key's attributes read back independently,
+ * signatures checked by OpenSSL, every error path, concurrent signing. */
+/* NOLINTNEXTLINE(bugprone-reserved-identifier): feature macro for nftw() */
+#define _XOPEN_SOURCE 700
+
+#include "hsm/hsm.h"
+#include "tests/test.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define EC_TOKEN       "ocsp-ec"
+#define EC_KEY         "ocsp-ec-key"
+#define EC_KEY_ID      "01"
+#define RSA_TOKEN      "ocsp-rsa"
+#define RSA_KEY        "ocsp-rsa-key"
+#define RSA_KEY_ID     "0a0b"
+#define N_THREADS      4
+#define N_SIGNATURES   200
+#define N_REOPENS      5
+
+/* The layering check keeps <p11-kit/pkcs11.h> inside hsm/, and this reader
+ * is meant to share nothing with hsm.c anyway: it declares the few
+ * PKCS#11 v2.40 names it needs and calls the functions SoftHSM2 exports. */
+#define CKF_RW_SESSION          0x2UL
+#define CKF_SERIAL_SESSION      0x4UL
+#define CKF_TOKEN_INITIALIZED   0x400UL
+#define CKU_USER                1UL
+#define CKO_PRIVATE_KEY         3UL
+#define CKK_EC                  3UL
+#define CKM_EC_KEY_PAIR_GEN     0x1040UL
+#define CKA_CLASS               0x0UL
+#define CKA_TOKEN               0x1UL
+#define CKA_PRIVATE             0x2UL
+#define CKA_LABEL               0x3UL
+#define CKA_VALUE               0x11UL
+#define CKA_PRIVATE_EXPONENT    0x123UL
+#define CKA_KEY_TYPE            0x100UL
+#define CKA_ID                  0x102UL
+#define CKA_SENSITIVE           0x103UL
+#define CKA_DECRYPT             0x105UL
+#define CKA_UNWRAP              0x107UL
+#define CKA_SIGN                0x108UL
+#define CKA_VERIFY              0x10aUL
+#define CKA_DERIVE              0x10cUL
+#define CKA_EXTRACTABLE         0x162UL
+#define CKA_NEVER_EXTRACTABLE   0x164UL
+#define CKA_ALWAYS_SENSITIVE    0x165UL
+#define CKA_EC_PARAMS           0x180UL
+#define CKR_OK                  0UL
+#define CKR_ATTRIBUTE_SENSITIVE 0x11UL
+
+struct ck_attribute {
+	unsigned long type;
+	void *value;
+	unsigned long value_len;
+};
+
+struct ck_mechanism {
+	unsigned long mechanism;
+	void *parameter;
+	unsigned long parameter_len;
+};
+
+struct ck_token_info {
+	unsigned char label[32];
+	unsigned char manufacturer_id[32];
+	unsigned char model[16];
+	unsigned char serial_number[16];
+	unsigned long flags;
+	unsigned long counts[10];
+	unsigned char versions[4];
+	unsigned char utc_time[16];
+};
+
+/* struct p11 is a raw session on one token, logged in as the user. */
+struct p11 {
+	void *dl;
+	bool is_initialized;
+	unsigned long session;
+	bool has_session;
+	unsigned long (*initialize)(void *);
+	unsigned long (*finalize)(void *);
+	unsigned long (*get_slot_list)(
+	    unsigned char, unsigned long *, unsigned long *);
+	unsigned long (*get_token_info)(unsigned long, struct ck_token_info *);
+	unsigned long (*open_session)(
+	    unsigned long, unsigned long, void *, void *, unsigned long *);
+	unsigned long (*close_session)(unsigned long);
+	unsigned long (*login)(
+	    unsigned long, unsigned long, unsigned char *, unsigned long);
+	unsigned long (*find_objects_init)(
+	    unsigned long, struct ck_attribute *, unsigned long);
+	unsigned long (*find_objects)(
+	    unsigned long, unsigned long *, unsigned long, unsigned long *);
+	unsigned long (*find_objects_final)(unsigned long);
+	unsigned long (*get_attribute_value)(
+	    unsigned long, unsigned long, struct ck_attribute *, unsigned long);
+	unsigned long (*generate_key_pair)(unsigned long, struct ck_mechanism *,
+	    struct ck_attribute *, unsigned long, struct ck_attribute *,
+	    unsigned long, unsigned long *, unsigned long *);
+};
+
+static const char *module_path;
+static char dir[] = "/tmp/test_hsm.XXXXXX";
+static char so_pin[32], user_pin[32];
+
+/* path_in builds dir/name in a static buffer of the caller's choosing. */
+static const char *
+path_in(char *buf, size_t buf_len, const char *name)
+{
+	int n;
+
+	n = snprintf(buf, buf_len, "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= buf_len)
+		abort();
+	return buf;
+}
+
+/* write_file creates dir/name holding text, with exactly mode. */
+static bool
+write_file(const char *name, const char *text, mode_t mode)
+{
+	char path[256];
+	size_t len = strlen(text);
+	bool ok;
+	int fd;
+
+	fd = open(path_in(path, sizeof(path), name),
+	    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return false;
+	ok = write(fd, text, len) == (ssize_t)len && fchmod(fd, mode) == 0;
+	return close(fd) == 0 && ok;
+}
+
+static void
+random_pin(char *pin, size_t pin_size)
+{
+	unsigned char bytes[12];
+	size_t i;
+
+	if (pin_size < 2 * sizeof(bytes) + 1 ||
+	    RAND_bytes(bytes, sizeof(bytes)) != 1)
+		abort();
+	for (i = 0; i < sizeof(bytes); i++)
+		(void)snprintf(pin + 2 * i, 3, "%02x", bytes[i]);
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* setup makes the temporary directory, a SoftHSM2 configuration whose
+ * tokens live there, and the PIN files; SOFTHSM2_CONF must be set before
+ * the module is first loaded. */
+static bool
+setup(void)
+{
+	char path[256], conf[512], pin_line[64];
+	bool ok = true;
+	int n;
+
+	module_path = getenv("TEST_HSM_MODULE");
+	if (module_path == NULL)
+		module_path = DEFAULT_MODULE;
+	if (mkdtemp(dir) == NULL)
+		return false;
+	n = snprintf(conf, sizeof(conf),
+	    "directories.tokendir = %s/tokens\n"
+	    "objectstore.backend = file\n"
+	    "log.level = ERROR\n",
+	    dir);
+	if (n < 0 || (size_t)n >= sizeof(conf))
+		return false;
+	ok &= write_file("softhsm2.conf", conf, 0600);
+	ok &= mkdir(path_in(path, sizeof(path), "tokens"), 0700) == 0;
+	ok &= setenv("SOFTHSM2_CONF",
+		  path_in(path, sizeof(path), "softhsm2.conf"), 1) == 0;
+
+	random_pin(so_pin, sizeof(so_pin));
+	random_pin(user_pin, sizeof(user_pin));
+	(void)snprintf(pin_line, sizeof(pin_line), "%s\n", so_pin);
+	ok &= write_file("so.pin", pin_line, 0600);
+	(void)snprintf(pin_line, sizeof(pin_line), "%s\n", user_pin);
+	ok &= write_file("user.pin", pin_line, 0600);
+	ok &= write_file("world.pin", pin_line, 0604);
+	ok &= write_file("group.pin", pin_line, 0640);
+	ok &= write_file("nonl.pin", user_pin, 0600);
+	ok &= write_file("wrong.pin", "not-the-pin\n", 0600);
+	ok &= write_file("empty.pin", "", 0600);
+	ok &= write_file("newline.pin", "\n", 0600);
+	ok &= mkdir(path_in(path, sizeof(path), "dir.pin"), 0700) == 0;
+	return ok;
+}
+
+static void
+cleanup(void)
+{
+	(void)nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static bool
+load_symbol(void *dl, const char *name, void *fn, size_t fn_size)
+{
+	void *sym = dlsym(dl, name);
+
+	if (sym == NULL)
+		return false;
+	memcpy(fn, &sym, fn_size);
+	return true;
+}
+
+static void
+p11_close(struct p11 *p)
+{
+	if (p->has_session)
+		(void)p->close_session(p->session);
+	if (p->is_initialized)
+		(void)p->finalize(NULL);
+	if (p->dl != NULL)
+		(void)dlclose(p->dl);
+	memset(p, 0, sizeof(*p));
+}
+
+/* p11_open logs in as the user on the token labelled token_label. Only one
+ * user of the module at a time: no struct hsm may be open meanwhile. */
+static bool
+p11_open(struct p11 *p, const char *token_label)
+{
+	struct ck_token_info info;
+	unsigned long slots[16], n_slots = 16, i;
+	unsigned char label[32];
+	bool ok = true;
+
+	memset(p, 0, sizeof(*p));
+	memset(label, ' ', sizeof(label));
+	memcpy(label, token_label, strlen(token_label));
+	if ((p->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL)) == NULL)
+		return false;
+	ok &= load_symbol(
+	    p->dl, "C_Initialize", &p->initialize, sizeof(p->initialize));
+	ok &=
+	    load_symbol(p->dl, "C_Finalize", &p->finalize, sizeof(p->finalize));
+	ok &= load_symbol(p->dl, "C_GetSlotList", &p->get_slot_list,
+	    sizeof(p->get_slot_list));
+	ok &= load_symbol(p->dl, "C_GetTokenInfo", &p->get_token_info,
+	    sizeof(p->get_token_info));
+	ok &= load_symbol(
+	    p->dl, "C_OpenSession", &p->open_session, sizeof(p->open_session));
+	ok &= load_symbol(p->dl, "C_CloseSession", &p->close_session,
+	    sizeof(p->close_session));
+	ok &= load_symbol(p->dl, "C_Login", &p->login, sizeof(p->login));
+	ok &= load_symbol(p->dl, "C_FindObjectsInit", &p->find_objects_init,
+	    sizeof(p->find_objects_init));
+	ok &= load_symbol(
+	    p->dl, "C_FindObjects", &p->find_objects, sizeof(p->find_objects));
+	ok &= load_symbol(p->dl, "C_FindObjectsFinal", &p->find_objects_final,
+	    sizeof(p->find_objects_final));
+	ok &= load_symbol(p->dl, "C_GetAttributeValue", &p->get_attribute_value,
+	    sizeof(p->get_attribute_value));
+	ok &= load_symbol(p->dl, "C_GenerateKeyPair", &p->generate_key_pair,
+	    sizeof(p->generate_key_pair));
+	if (!ok || p->initialize(NULL) != CKR_OK)
+		goto fail;
+	p->is_initialized = true;
+	if (p->get_slot_list(1, slots, &n_slots) != CKR_OK)
+		goto fail;
+	for (i = 0; i < n_slots; i++) {
+		if (p->get_token_info(slots[i], &info) != CKR_OK ||
+		    (info.flags & CKF_TOKEN_INITIALIZED) == 0 ||
+		    memcmp(info.label, label, sizeof(label)) != 0)
+			continue;
+		if (p->open_session(slots[i],
+			CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+			&p->session) != CKR_OK)
+			goto fail;
+		p->has_session = true;
+		break;
+	}
+	if (!p->has_session ||
+	    p->login(p->session, CKU_USER, (unsigned char *)user_pin,
+		strlen(user_pin)) != CKR_OK)
+		goto fail;
+	return true;
+fail:
+	p11_close(p);
+	return false;
+}
+
+/* p11_find_private_key finds the one private key labelled label. */
+static bool
+p11_find_private_key(struct p11 *p, const char *label, unsigned long *out)
+{
+	unsigned long class = CKO_PRIVATE_KEY, objects[2] = {0, 0}, count = 0;
+	struct ck_attribute template[] = {
+	    {CKA_CLASS, &class, sizeof(class)},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	};
+
+	if (p->find_objects_init(p->session, template, 2) != CKR_OK)
+		return false;
+	if (p->find_objects(p->session, objects, 2, &count) != CKR_OK)
+		count = 0;
+	(void)p->find_objects_final(p->session);
+	*out = objects[0];
+	return count == 1;
+}
+
+static bool
+p11_get_bool(
+    struct p11 *p, unsigned long object, unsigned long type, bool expected)
+{
+	unsigned char value = 2;
+	struct ck_attribute attr = {type, &value, sizeof(value)};
+
+	if (p->get_attribute_value(p->session, object, &attr, 1) != CKR_OK)
+		return false;
+	return value == (expected ? 1 : 0);
+}
+
+/* check_key_attributes reads the private key's policy straight from the
+ * token: hsm_provision() must have made it sensitive from birth, never
+ * extractable, and good only for signing; reading secret_type, its secret
+ * value, must fail. */
+static void
+check_key_attributes(
+    const char *token_label, const char *key_label, unsigned long secret_type)
+{
+	struct p11 p;
+	unsigned long key = 0;
+	unsigned char value[512];
+	struct ck_attribute attr = {secret_type, value, sizeof(value)};
+
+	CHECK(p11_open(&p, token_label));
+	if (p.dl == NULL)
+		return;
+	CHECK(p11_find_private_key(&p, key_label, &key));
+	CHECK(p11_get_bool(&p, key, CKA_TOKEN, true));
+	CHECK(p11_get_bool(&p, key, CKA_PRIVATE, true));
+	CHECK(p11_get_bool(&p, key, CKA_SENSITIVE, true));
+	CHECK(p11_get_bool(&p, key, CKA_EXTRACTABLE, false));
+	CHECK(p11_get_bool(&p, key, CKA_ALWAYS_SENSITIVE, true));
+	CHECK(p11_get_bool(&p, key, CKA_NEVER_EXTRACTABLE, true));
+	CHECK(p11_get_bool(&p, key, CKA_SIGN, true));
+	CHECK(p11_get_bool(&p, key, CKA_DECRYPT, false));
+	CHECK(p11_get_bool(&p, key, CKA_UNWRAP, false));
+	CHECK(p11_get_bool(&p, key, CKA_DERIVE, false));
+	CHECK(p.get_attribute_value(p.session, key, &attr, 1) ==
+	    CKR_ATTRIBUTE_SENSITIVE);
+	p11_close(&p);
+}
+
+/* p11_generate_ec makes an EC key pair on curve (DER OID params) whose
+ * private key has CKA_ID id and public key public_id: keys that
+ * hsm_provision() would not make. */
+static bool
+p11_generate_ec(struct p11 *p, unsigned char *params, size_t params_len,
+    const char *label, unsigned char id, unsigned char public_id)
+{
+	unsigned char yes = 1;
+	unsigned long public_key, private_key;
+	struct ck_mechanism mechanism = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+	struct ck_attribute public_template[] = {
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_VERIFY, &yes, 1},
+	    {CKA_EC_PARAMS, params, params_len},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_ID, &public_id, 1},
+	};
+	struct ck_attribute private_template[] = {
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_PRIVATE, &yes, 1},
+	    {CKA_SENSITIVE, &yes, 1},
+	    {CKA_SIGN, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_ID, &id, 1},
+	};
+
+	return p->generate_key_pair(p->session, &mechanism, public_template, 5,
+		   private_template, 6, &public_key, &private_key) == CKR_OK;
+}
+
+static EVP_PKEY *
+decode_public_key(const struct hsm *hsm)
+{
+	const uint8_t *spki, *p;
+	size_t spki_len;
+	EVP_PKEY *key;
+
+	hsm_get0_public_key(hsm, &spki, &spki_len);
+	p = spki;
+	key = d2i_PUBKEY(NULL, &p, (long)spki_len);
+	if (key != NULL && p != spki + spki_len) {
+		EVP_PKEY_free(key);
+		key = NULL;
+	}
+	return key;
+}
+
+static bool
+verify(EVP_PKEY *key, const void *msg, size_t msg_len, const uint8_t *sig,
+    size_t sig_len)
+{
+	EVP_MD_CTX *ctx;
+	bool ok = false;
+
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		return false;
+	if (EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, key) == 1)
+		ok = EVP_DigestVerify(ctx, sig, sig_len, msg, msg_len) == 1;
+	EVP_MD_CTX_free(ctx);
+	ERR_clear_error();
+	return ok;
+}
+
+static struct hsm_params
+params_for(const char *token, const char *key_label, const char *key_id,
+    const char *pin_name)
+{
+	static char pin_path[256];
+	struct hsm_params params = {
+	    .module_path = module_path,
+	    .token_label = token,
+	    .key_label = key_label,
+	    .key_id = key_id,
+	    .pin_file = path_in(pin_path, sizeof(pin_path), pin_name),
+	};
+
+	return params;
+}
+
+static int
+open_with(const char *token, const char *key_label, const char *key_id,
+    const char *pin_name)
+{
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+	int rc;
+
+	params = params_for(token, key_label, key_id, pin_name);
+	rc = hsm_open(&params, &hsm);
+	hsm_close(hsm);
+	return rc;
+}
+
+static int
+provision(const char *token, const char *so_pin_name, const char *pin_name,
+    const char *key_label, const char *key_id, enum hsm_key_type type)
+{
+	char so_pin_path[256], pin_path[256];
+
+	return hsm_provision(module_path, token,
+	    path_in(so_pin_path, sizeof(so_pin_path), so_pin_name),
+	    path_in(pin_path, sizeof(pin_path), pin_name), key_label, key_id,
+	    type);
+}
+
+static void
+test_provision(void)
+{
+	char long_label[34];
+
+	memset(long_label, 'x', 33);
+	long_label[33] = '\0';
+
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", EC_KEY, EC_KEY_ID,
+		  HSM_KEY_EC_P256) == HSM_OK);
+	/* The token exists now: it is reused, and nothing is overwritten. */
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", EC_KEY, EC_KEY_ID,
+		  HSM_KEY_EC_P256) == HSM_ERR_EXISTS);
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", EC_KEY, "7f",
+		  HSM_KEY_EC_P256) == HSM_ERR_EXISTS);
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", "other", EC_KEY_ID,
+		  HSM_KEY_EC_P256) == HSM_ERR_EXISTS);
+	CHECK(provision(EC_TOKEN, "so.pin", "wrong.pin", "other", "7f",
+		  HSM_KEY_EC_P256) == HSM_ERR_LOGIN);
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", "ocsp-ec-key2", "05",
+		  HSM_KEY_EC_P256) == HSM_OK);
+	CHECK(provision(RSA_TOKEN, "so.pin", "user.pin", RSA_KEY, RSA_KEY_ID,
+		  HSM_KEY_RSA_2048) == HSM_OK);
+
+	CHECK(provision(EC_TOKEN, "missing.pin", "user.pin", "other", "7f",
+		  HSM_KEY_EC_P256) == HSM_ERR_PIN_FILE);
+	CHECK(provision(EC_TOKEN, "so.pin", "world.pin", "other", "7f",
+		  HSM_KEY_EC_P256) == HSM_ERR_PIN_FILE);
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", "other", "7",
+		  HSM_KEY_EC_P256) == HSM_ERR_ARG);
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", "other", "zz",
+		  HSM_KEY_EC_P256) == HSM_ERR_ARG);
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", "", "7f",
+		  HSM_KEY_EC_P256) == HSM_ERR_ARG);
+	CHECK(provision(long_label, "so.pin", "user.pin", "other", "7f",
+		  HSM_KEY_EC_P256) == HSM_ERR_ARG);
+	CHECK(provision(EC_TOKEN, "so.pin", "user.pin", "other", "7f",
+		  (enum hsm_key_type)42) == HSM_ERR_ARG);
+	CHECK(hsm_provision("/nonexistent/module.so", EC_TOKEN,
+		  path_in((char[256]){0}, 256, "so.pin"),
+		  path_in((char[256]){0}, 256, "user.pin"), "other", "7f",
+		  HSM_KEY_EC_P256) == HSM_ERR_MODULE);
+
+	check_key_attributes(EC_TOKEN, EC_KEY, CKA_VALUE);
+	check_key_attributes(EC_TOKEN, "ocsp-ec-key2", CKA_VALUE);
+	check_key_attributes(RSA_TOKEN, RSA_KEY, CKA_PRIVATE_EXPONENT);
+}
+
+/* add_foreign_keys puts keys hsm_open() must refuse into the EC token: one
+ * on P-384, two that share a label, and two whose public keys carry each
+ * other's CKA_ID, so libp11 pairs each private key with the wrong public
+ * key. */
+static void
+add_foreign_keys(void)
+{
+	/* secp384r1 and prime256v1 as DER OBJECT IDENTIFIERs */
+	unsigned char p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+	unsigned char p256[] = {
+	    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+	struct p11 p;
+
+	CHECK(p11_open(&p, EC_TOKEN));
+	if (p.dl == NULL)
+		return;
+	CHECK(p11_generate_ec(&p, p384, sizeof(p384), "p384", 0x02, 0x02));
+	CHECK(p11_generate_ec(&p, p256, sizeof(p256), "dup", 0x03, 0x03));
+	CHECK(p11_generate_ec(&p, p256, sizeof(p256), "dup", 0x04, 0x04));
+	CHECK(p11_generate_ec(&p, p256, sizeof(p256), "swap-a", 0x06, 0x07));
+	CHECK(p11_generate_ec(&p, p256, sizeof(p256), "swap-b", 0x07, 0x06));
+	p11_close(&p);
+}
+
+/* check_signing signs with the key and has OpenSSL judge the result. */
+static void
+check_signing(const char *token, const char *key_label, const char *key_id,
+    enum hsm_sig_alg sig_alg, size_t max_sig_len)
+{
+	static const char msg[] = "tbsResponseData";
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+	EVP_PKEY *key = NULL;
+	uint8_t sig[HSM_MAX_SIGNATURE_LEN], flipped[sizeof(msg)];
+	size_t sig_len = 0;
+
+	params = params_for(token, key_label, key_id, "user.pin");
+	CHECK(hsm_open(&params, &hsm) == HSM_OK);
+	if (hsm == NULL)
+		return;
+	CHECK(hsm_get_sig_alg(hsm) == sig_alg);
+	CHECK((key = decode_public_key(hsm)) != NULL);
+	CHECK(
+	    EVP_PKEY_is_a(key, sig_alg == HSM_SIG_ECDSA_SHA256 ? "EC" : "RSA"));
+
+	CHECK(hsm_sign(hsm, (const uint8_t *)msg, sizeof(msg) - 1, sig,
+		  &sig_len) == HSM_OK);
+	CHECK(sig_len > 0 && sig_len <= max_sig_len);
+	CHECK(verify(key, msg, sizeof(msg) - 1, sig, sig_len));
+	memcpy(flipped, msg, sizeof(msg));
+	flipped[0] ^= 0x01;
+	CHECK(!verify(key, flipped, sizeof(msg) - 1, sig, sig_len));
+	sig[sig_len / 2] ^= 0x01;
+	CHECK(!verify(key, msg, sizeof(msg) - 1, sig, sig_len));
+
+	CHECK(hsm_sign(hsm, NULL, 0, sig, &sig_len) == HSM_OK);
+	CHECK(verify(key, "", 0, sig, sig_len));
+	CHECK(hsm_sign(hsm, NULL, 1, sig, &sig_len) == HSM_ERR_ARG);
+	CHECK(hsm_sign(hsm, (const uint8_t *)msg, 1, NULL, &sig_len) ==
+	    HSM_ERR_ARG);
+	CHECK(hsm_sign(hsm, (const uint8_t *)msg, 1, sig, NULL) == HSM_ERR_ARG);
+	CHECK(hsm_sign(NULL, (const uint8_t *)msg, 1, sig, &sig_len) ==
+	    HSM_ERR_ARG);
+	CHECK(ERR_peek_error() == 0);
+
+	EVP_PKEY_free(key);
+	hsm_close(hsm);
+}
+
+static void
+test_open_errors(void)
+{
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "wrong.pin") == HSM_ERR_LOGIN);
+	CHECK(open_with("no-such-token", EC_KEY, NULL, "user.pin") ==
+	    HSM_ERR_TOKEN);
+	CHECK(open_with(EC_TOKEN, "no-such-key", NULL, "user.pin") ==
+	    HSM_ERR_KEY);
+	CHECK(open_with(EC_TOKEN, NULL, "7f", "user.pin") == HSM_ERR_KEY);
+	CHECK(open_with(EC_TOKEN, EC_KEY, "05", "user.pin") == HSM_ERR_KEY);
+	CHECK(open_with(EC_TOKEN, "dup", NULL, "user.pin") == HSM_ERR_KEY);
+	CHECK(open_with(EC_TOKEN, "dup", "04", "user.pin") == HSM_OK);
+	CHECK(
+	    open_with(EC_TOKEN, "p384", NULL, "user.pin") == HSM_ERR_KEY_TYPE);
+	CHECK(open_with(EC_TOKEN, "swap-a", NULL, "user.pin") == HSM_ERR_KEY);
+	CHECK(open_with(EC_TOKEN, "swap-b", NULL, "user.pin") == HSM_ERR_KEY);
+	/* The RSA key's own label, in the wrong token. */
+	CHECK(open_with(EC_TOKEN, RSA_KEY, NULL, "user.pin") == HSM_ERR_KEY);
+
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "missing.pin") ==
+	    HSM_ERR_PIN_FILE);
+	CHECK(
+	    open_with(EC_TOKEN, EC_KEY, NULL, "empty.pin") == HSM_ERR_PIN_FILE);
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "newline.pin") ==
+	    HSM_ERR_PIN_FILE);
+	CHECK(
+	    open_with(EC_TOKEN, EC_KEY, NULL, "world.pin") == HSM_ERR_PIN_FILE);
+	CHECK(
+	    open_with(EC_TOKEN, EC_KEY, NULL, "long.pin") == HSM_ERR_PIN_FILE);
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "nul.pin") == HSM_ERR_PIN_FILE);
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "dir.pin") == HSM_ERR_PIN_FILE);
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "group.pin") == HSM_OK);
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "nonl.pin") == HSM_OK);
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "maxlen.pin") == HSM_ERR_LOGIN);
+
+	params = params_for(EC_TOKEN, EC_KEY, NULL, "user.pin");
+	params.module_path = "/nonexistent/module.so";
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_MODULE && hsm == NULL);
+	params.module_path = "/etc/passwd";
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_MODULE && hsm == NULL);
+
+	params = params_for(EC_TOKEN, NULL, NULL, "user.pin");
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG);
+	params = params_for(EC_TOKEN, NULL, "0", "user.pin");
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG);
+	params = params_for(EC_TOKEN, NULL, "0g", "user.pin");
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG);
+	params = params_for(NULL, EC_KEY, NULL, "user.pin");
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG);
+	params = params_for(EC_TOKEN, EC_KEY, NULL, "user.pin");
+	params.pin_file = NULL;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_PIN_FILE);
+	CHECK(hsm_open(NULL, &hsm) == HSM_ERR_ARG);
+	CHECK(hsm_open(&params, NULL) == HSM_ERR_ARG);
+	CHECK(hsm == NULL);
+	CHECK(ERR_peek_error() == 0);
+}
+
+/* write_odd_pin_files writes PIN files at and beyond the length limit, and
+ * one with a NUL inside the right PIN. */
+static void
+write_odd_pin_files(void)
+{
+	char pin[HSM_MAX_PIN_LEN + 3];
+	char path[256];
+	int fd;
+
+	memset(pin, 'a', sizeof(pin));
+	pin[HSM_MAX_PIN_LEN] = '\n';
+	pin[HSM_MAX_PIN_LEN + 1] = '\0';
+	CHECK(write_file("maxlen.pin", pin, 0600));
+	pin[HSM_MAX_PIN_LEN] = 'a';
+	CHECK(write_file("long.pin", pin, 0600));
+
+	fd = open(path_in(path, sizeof(path), "nul.pin"),
+	    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	CHECK(fd != -1);
+	if (fd == -1)
+		return;
+	CHECK(write(fd, user_pin, 4) == 4);
+	CHECK(write(fd, "", 1) == 1);
+	CHECK(write(fd, user_pin + 4, strlen(user_pin) - 4) ==
+	    (ssize_t)(strlen(user_pin) - 4));
+	CHECK(close(fd) == 0);
+}
+
+/* Each hsm_close() must finalize the module, or the next hsm_open() in
+ * this process would find SoftHSM2 held by a context that is gone. */
+static void
+test_reopen(void)
+{
+	int i;
+
+	for (i = 0; i < N_REOPENS; i++) {
+		CHECK(open_with(EC_TOKEN, EC_KEY, EC_KEY_ID, "user.pin") ==
+		    HSM_OK);
+		CHECK(
+		    open_with(RSA_TOKEN, RSA_KEY, NULL, "user.pin") == HSM_OK);
+	}
+}
+
+struct worker {
+	pthread_t thread;
+	struct hsm *hsm;
+	EVP_PKEY *key;
+	int id;
+	int n_good;
+	bool is_started;
+};
+
+static void *
+sign_many(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t sig[HSM_MAX_SIGNATURE_LEN];
+	char msg[64];
+	size_t sig_len;
+	int i, msg_len;
+
+	for (i = 0; i < N_SIGNATURES; i++) {
+		msg_len = snprintf(
+		    msg, sizeof(msg), "thread %d message %d", w->id, i);
+		if (hsm_sign(w->hsm, (const uint8_t *)msg, (size_t)msg_len, sig,
+			&sig_len) != HSM_OK)
+			continue;
+		if (verify(w->key, msg, (size_t)msg_len, sig, sig_len))
+			w->n_good++;
+	}
+	return NULL;
+}
+
+static void
+test_threads(const char *token, const char *key_label)
+{
+	struct worker workers[N_THREADS];
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+	EVP_PKEY *key;
+	int i;
+
+	params = params_for(token, key_label, NULL, "user.pin");
+	CHECK(hsm_open(&params, &hsm) == HSM_OK);
+	if (hsm == NULL)
+		return;
+	CHECK((key = decode_public_key(hsm)) != NULL);
+	for (i = 0; i < N_THREADS; i++) {
+		workers[i] = (struct worker){.hsm = hsm, .key = key, .id = i};
+		workers[i].is_started = pthread_create(&workers[i].thread, NULL,
+					    sign_many, &workers[i]) == 0;
+		CHECK(workers[i].is_started);
+	}
+	for (i = 0; i < N_THREADS; i++) {
+		if (!workers[i].is_started)
+			continue;
+		CHECK(pthread_join(workers[i].thread, NULL) == 0);
+		CHECK(workers[i].n_good == N_SIGNATURES);
+	}
+	EVP_PKEY_free(key);
+	hsm_close(hsm);
+}
+
+/* test_token_gone takes the token's files away under an open handle: the
+ * signature fails as HSM_ERR_UNAVAILABLE and leaves no OpenSSL error
+ * behind for the thread's next request. */
+static void
+test_token_gone(void)
+{
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+	char tokens[256], moved[256];
+	uint8_t sig[HSM_MAX_SIGNATURE_LEN];
+	size_t sig_len;
+
+	params = params_for(EC_TOKEN, EC_KEY, NULL, "user.pin");
+	CHECK(hsm_open(&params, &hsm) == HSM_OK);
+	if (hsm == NULL)
+		return;
+	CHECK(hsm_sign(hsm, (const uint8_t *)"a", 1, sig, &sig_len) == HSM_OK);
+	CHECK(rename(path_in(tokens, sizeof(tokens), "tokens"),
+		  path_in(moved, sizeof(moved), "tokens.gone")) == 0);
+	CHECK(hsm_sign(hsm, (const uint8_t *)"a", 1, sig, &sig_len) ==
+	    HSM_ERR_UNAVAILABLE);
+	CHECK(ERR_peek_error() == 0);
+	CHECK(rename(moved, tokens) == 0);
+	hsm_close(hsm);
+	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "user.pin") == HSM_OK);
+}
+
+static void
+test_strerror(void)
+{
+	int err;
+
+	for (err = HSM_ERR_EXISTS; err <= HSM_OK; err++)
+		CHECK(hsm_strerror(err) != NULL &&
+		    strcmp(hsm_strerror(err), "unknown error") != 0);
+	CHECK(strcmp(hsm_strerror(1), "unknown error") == 0);
+	CHECK(strcmp(hsm_strerror(-1000), "unknown error") == 0);
+}
+
+int
+main(void)
+{
+	CHECK(setup());
+	write_odd_pin_files();
+	test_provision();
+	add_foreign_keys();
+	check_signing(EC_TOKEN, EC_KEY, NULL, HSM_SIG_ECDSA_SHA256, 72);
+	check_signing(EC_TOKEN, NULL, EC_KEY_ID, HSM_SIG_ECDSA_SHA256, 72);
+	check_signing(EC_TOKEN, "ocsp-ec-key2", "05", HSM_SIG_ECDSA_SHA256, 72);
+	check_signing(
+	    RSA_TOKEN, RSA_KEY, RSA_KEY_ID, HSM_SIG_RSA_PKCS1_SHA256, 256);
+	test_open_errors();
+	test_reopen();
+	test_threads(EC_TOKEN, EC_KEY);
+	test_threads(RSA_TOKEN, RSA_KEY);
+	test_token_gone();
+	test_strerror();
+	hsm_close(NULL);
+	cleanup();
+	return test_summary();
+}
