@@ -12,25 +12,25 @@
 #endif
 
 #define DB_ISSUER_ID_LEN 20 /* SHA-1 of the issuer's subjectPublicKey */
-#define DB_SERIAL_MAX	 20 /* RFC 5280 4.1.2.2 */
-#define DB_FORMAT	 1  /* the record layout this code reads and writes */
+#define DB_SERIAL_MAX    20 /* RFC 5280 4.1.2.2 */
+#define DB_FORMAT        1  /* the record layout this code reads and writes */
 
 enum db_err {
 	DB_OK = 0,
 	DB_ERR_NOT_FOUND = -1, /* the index has no such certificate */
 	DB_ERR_CORRUPT = -2,   /* a record failed to decode */
-	DB_ERR_IO = -3,	       /* LMDB failed; see db_strerror() */
+	DB_ERR_IO = -3,        /* LMDB failed; see db_strerror() */
 	DB_ERR_VERSION = -4,   /* the index was written in another format */
 	DB_ERR_FULL = -5,      /* the map is full: raise index_map_size */
 	DB_ERR_READONLY = -6,  /* a write on an index opened read-only */
-	DB_ERR_ARG = -7,       /* a malformed key (serial length and such) */
+	DB_ERR_ARG = -7,       /* a malformed key or record argument */
 	DB_ERR_NOMEM = -8,
 	DB_ERR_NO_INDEX = -9, /* no index exists at the path */
 };
 
 enum db_mode {
-	DB_MODE_READ,	/* open an existing index; writes fail */
-	DB_MODE_WRITE,	/* open an existing index for reading and writing */
+	DB_MODE_READ,   /* open an existing index; writes fail */
+	DB_MODE_WRITE,  /* open an existing index for reading and writing */
 	DB_MODE_CREATE, /* as DB_MODE_WRITE, creating an empty index if none */
 };
 
@@ -51,9 +51,9 @@ struct db_key {
  * seconds since the epoch (UTC). */
 struct db_cert {
 	enum db_cert_state state;
-	int64_t revoked_at;  /* when state is DB_CERT_REVOKED */
+	int64_t revoked_at;    /* when state is DB_CERT_REVOKED */
 	int revocation_reason; /* RFC 5280 CRLReason 0..10, or -1 for none */
-	int64_t not_after;   /* the certificate's notAfter, 0 if not known */
+	int64_t not_after;     /* the certificate's notAfter, 0 if not known */
 };
 
 struct db;
@@ -63,9 +63,11 @@ struct db_txn;
  * an empty index with DB_MODE_CREATE. map_size is the most the index may
  * grow to, in bytes (0: the default, 4 GiB). On success *out owns the
  * handle; release it with db_close(). Call it after any fork(), in the
- * process that uses it. Returns DB_OK, DB_ERR_NO_INDEX, DB_ERR_VERSION,
- * DB_ERR_CORRUPT, DB_ERR_IO or DB_ERR_NOMEM; db_errno() then keeps the
- * errno or LMDB code behind DB_ERR_IO. */
+ * process that uses it, and never twice at once for one path in one
+ * process (LMDB's locks are per process). Returns DB_OK, DB_ERR_NO_INDEX,
+ * DB_ERR_VERSION, DB_ERR_CORRUPT, DB_ERR_IO, DB_ERR_NOMEM or DB_ERR_ARG
+ * (a bad mode or map_size). As no handle survives a failure, errno then
+ * keeps the errno or LMDB code behind DB_ERR_IO; see db_errno_str(). */
 int db_open(const char *path, enum db_mode mode, uint64_t map_size,
     struct db **out) MUST_CHECK;
 
@@ -75,17 +77,20 @@ void db_close(struct db *db);
 /* db_lookup copies the record for key into *out; nothing in *out points
  * into the database. Thread-safe, lock-free. Returns DB_OK,
  * DB_ERR_NOT_FOUND, DB_ERR_CORRUPT, DB_ERR_ARG or DB_ERR_IO. */
-int db_lookup(struct db *db, const struct db_key *key, struct db_cert *out)
-    MUST_CHECK;
+int db_lookup(
+    struct db *db, const struct db_key *key, struct db_cert *out) MUST_CHECK;
 
 /* db_generation reads the index's generation number, which every committed
- * write transaction advances by one, into *out. */
+ * write transaction advances by one, into *out. A new index starts at 0.
+ * Thread-safe. Returns DB_OK, DB_ERR_CORRUPT or DB_ERR_IO. */
 int db_generation(struct db *db, uint64_t *out) MUST_CHECK;
 
 /* db_txn_begin starts the write transaction; only one runs at a time across
  * every process (a second waits). On success *out owns it until
- * db_txn_commit() or db_txn_abort(). Returns DB_OK, DB_ERR_READONLY or
- * DB_ERR_IO. */
+ * db_txn_commit() or db_txn_abort(); the thread that began it must end it,
+ * and may not call db_lookup() or db_generation() meanwhile (LMDB allows a
+ * thread one transaction at a time). Returns DB_OK, DB_ERR_READONLY,
+ * DB_ERR_NOMEM or DB_ERR_IO. */
 int db_txn_begin(struct db *db, struct db_txn **out) MUST_CHECK;
 
 /* db_txn_get reads key inside txn, seeing txn's own writes. Returns as
@@ -93,14 +98,18 @@ int db_txn_begin(struct db *db, struct db_txn **out) MUST_CHECK;
 int db_txn_get(struct db_txn *txn, const struct db_key *key,
     struct db_cert *out) MUST_CHECK;
 
-/* db_txn_put stores cert under key, replacing any record. Returns DB_OK,
- * DB_ERR_ARG, DB_ERR_FULL or DB_ERR_IO; after an error, abort txn. */
+/* db_txn_put stores cert under key, replacing any record. A good cert has
+ * revoked_at 0 and revocation_reason -1; a revoked one has a reason of
+ * 0..10 other than 7 (unused in RFC 5280), or -1. Returns DB_OK,
+ * DB_ERR_ARG (txn is unchanged and still usable), DB_ERR_FULL or
+ * DB_ERR_IO; after DB_ERR_FULL or DB_ERR_IO, abort txn. */
 int db_txn_put(struct db_txn *txn, const struct db_key *key,
     const struct db_cert *cert) MUST_CHECK;
 
 /* db_txn_commit makes every write of txn durable and visible at once, and
  * advances the generation. txn is freed whatever the result. Returns
- * DB_OK, DB_ERR_FULL or DB_ERR_IO (then nothing of txn was written). */
+ * DB_OK, DB_ERR_FULL, DB_ERR_CORRUPT (the stored generation is damaged) or
+ * DB_ERR_IO; after an error nothing of txn was written. */
 int db_txn_commit(struct db_txn *txn) MUST_CHECK;
 
 /* db_txn_abort discards txn's writes and frees it. Accepts NULL. */
@@ -110,7 +119,13 @@ void db_txn_abort(struct db_txn *txn);
  * messages; 0 if none. Not meaningful across threads. */
 int db_errno(const struct db *db);
 
-/* db_strerror describes err, an enum db_err, in a few words. */
+/* db_strerror describes err, an enum db_err, in a few words. The string is
+ * static. */
 const char *db_strerror(int err);
+
+/* db_errno_str describes code, a value from db_errno() or from errno after
+ * db_open() failed: an LMDB code or an errno value. The string is static;
+ * callers need not include <lmdb.h>. */
+const char *db_errno_str(int code);
 
 #endif
