@@ -32,7 +32,7 @@ UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/%)
 BINS       = $(BUILD)/ocsp-responder $(BUILD)/ocspctl
 
 .PHONY: all deps run demo test test-build asan unit integration layering \
-        format format-check lint check clean
+        format format-check lint check clean fuzz
 
 all: $(BINS) $(UNIT_BINS)
 
@@ -118,3 +118,21 @@ check: layering format-check lint test
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# libFuzzer targets (clang) for every parser of untrusted bytes, built in
+# build-fuzz/ and run for FUZZ_SECONDS each on a scratch copy of their
+# seeds in tests/fuzz/corpus/; FUZZ_SAVE=1 merges what they find back.
+FUZZ_SECONDS ?= 10
+FUZZ_TARGETS  = fuzz_request fuzz_get_path fuzz_conf
+FUZZ_BUILD    = build-fuzz
+FUZZ_CFLAGS   = -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-omit-frame-pointer
+
+.SECONDARY: $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/%.o)
+$(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(LIB_OBJS)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang HARDEN= \
+	  CFLAGS="$(FUZZ_CFLAGS)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)

@@ -384,6 +384,9 @@ complete_request(void *cls, struct MHD_Connection *connection, void **con_cls,
 	*con_cls = NULL;
 }
 
+static void log_mhd(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 log_mhd(void *cls, const char *fmt, va_list ap)
 {

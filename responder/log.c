@@ -24,6 +24,9 @@ log_init(const char *progname, enum log_level level, bool use_syslog)
 		openlog(progname, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
 
+static void log_write(enum log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 log_write(enum log_level level, const char *fmt, va_list ap)
 {

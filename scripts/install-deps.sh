@@ -2,8 +2,9 @@
 # Installs the Debian packages the build, the demo and the tests need, and
 # only those that are missing, so that a second run costs one dpkg query.
 set -e
-PKGS="make gcc clang pkg-config openssl libssl-dev libp11-dev libp11-kit-dev
-      libmicrohttpd-dev liblmdb-dev lmdb-utils softhsm2 curl ca-certificates"
+PKGS="make gcc clang libclang-rt-14-dev pkg-config openssl libssl-dev libp11-dev
+      libp11-kit-dev libmicrohttpd-dev liblmdb-dev lmdb-utils softhsm2 curl
+      ca-certificates"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
