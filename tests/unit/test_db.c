@@ -845,6 +845,7 @@ read_loop(void *arg)
 	uint64_t generation, last_generation = 0;
 	bool is_last_pass;
 	uint32_t i;
+	int rc;
 
 	do {
 		/* Read the flag first, so one whole pass follows the writer's
@@ -854,13 +855,21 @@ read_loop(void *arg)
 			fill_key(&key, 0x77, i);
 			a = shared_cert(i, 0);
 			b = shared_cert(i, 1);
-			if (db_lookup(r->db, &key, &got) != DB_OK ||
-			    !(cert_equal(&got, &a) || cert_equal(&got, &b)))
+			rc = db_lookup(r->db, &key, &got);
+			if (rc != DB_OK ||
+			    !(cert_equal(&got, &a) || cert_equal(&got, &b))) {
+				fprintf(stderr, "reader: key %u: %s (%d)\n", i,
+				    db_strerror(rc), db_errno(r->db));
 				r->wrong++;
+			}
 		}
-		if (db_generation(r->db, &generation) != DB_OK ||
-		    generation < last_generation)
+		rc = db_generation(r->db, &generation);
+		if (rc != DB_OK || generation < last_generation) {
+			fprintf(stderr, "reader: generation %llu after %llu: %s\n",
+			    (unsigned long long)generation,
+			    (unsigned long long)last_generation, db_strerror(rc));
 			r->wrong++;
+		}
 		last_generation = generation;
 		r->passes++;
 	} while (!is_last_pass);
