@@ -23,7 +23,8 @@ CONF_SRCS = conf/conf.c
 DB_SRCS   = db/db.c
 HSM_SRCS  = hsm/hsm.c
 RESP_SRCS = responder/log.c responder/ocsp.c responder/issuer.c \
-            responder/respond.c responder/http.c
+            responder/authority.c responder/respond.c responder/presign.c \
+            responder/http.c
 LIB_SRCS  = $(CONF_SRCS) $(DB_SRCS) $(HSM_SRCS) $(RESP_SRCS)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 
@@ -136,3 +137,35 @@ fuzz: deps
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang HARDEN= \
 	  CFLAGS="$(FUZZ_CFLAGS)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
 	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# --- tests/bench/token_speed: raw PKCS#11 signing rate of a token ---------
+# A standalone benchmark (tests/bench/token_speed.sh runs it); not part of
+# `all`. Build it with `make build/token_speed`.
+$(BUILD)/token_speed: tests/bench/token_speed.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) $(HARDEN) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
+# tests/pkcs11-shim: a PKCS#11 module that forwards every call to SoftHSM2
+# and adds a per-signature delay and injected faults, standing in for a
+# network HSM (see tests/pkcs11-shim/shim.c; tests/pkcs11-shim/test_shim.sh
+# tests it). Not part of `all`: build it with `make build/libpkcs11-shim.so`.
+# A shared object, so -fPIC instead of HARDEN's -fPIE and no -pie.
+# -Bsymbolic binds the shim's C_* names to its own functions: libp11-kit,
+# linked into our binaries, exports a C_GetFunctionList of its own.
+SHIM_HARDEN  = $(filter-out -fPIE,$(HARDEN))
+SHIM_LDFLAGS = $(filter-out -pie,$(LDFLAGS)) -Wl,-Bsymbolic
+$(BUILD)/libpkcs11-shim.so: tests/pkcs11-shim/shim.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) $(SHIM_HARDEN) $(CFLAGS) -fPIC -shared \
+	  $(SHIM_LDFLAGS) -o $@ $< -ldl -lpthread
+
+# --- hsm batch signing benchmark ----------------------------------------
+# $(BUILD)/hsm_batch_speed signs synthetic messages through
+# hsm_batch_start() with two batches queued and prints the rate; it is not
+# part of `all`. Example, against a SoftHSM2 token:
+#   make build/hsm_batch_speed && build/hsm_batch_speed --module \
+#     /usr/lib/softhsm/libsofthsm2.so --token T --key K --pin-file F \
+#     --count 20000 --in-flight 4 --sessions 4 --batch 256
+$(BUILD)/hsm_batch_speed: $(BUILD)/tests/bench/hsm_batch_speed.o \
+    $(HSM_SRCS:%.c=$(BUILD)/%.o)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

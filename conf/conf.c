@@ -89,6 +89,19 @@ static const struct conf_key keys[] = {
     {"threads", "4", MEMBER(threads), 1, 256, 0, CONF_T_COUNT, false, false},
     {"log_requests", "yes", MEMBER(log_requests), 0, 1, 0, CONF_T_BOOL, false,
 	false},
+    {"presign", "yes", MEMBER(presign), 0, 1, 0, CONF_T_BOOL, false, false},
+    {"presign_sha256", "no", MEMBER(presign_sha256), 0, 1, 0, CONF_T_BOOL,
+	false, false},
+    {"refresh_percent", "50", MEMBER(refresh_percent), 1, 90, 0, CONF_T_COUNT,
+	false, false},
+    {"refresh_jitter_percent", "10", MEMBER(refresh_jitter_percent), 0, 50, 0,
+	CONF_T_COUNT, false, false},
+    {"sign_batch", "256", MEMBER(sign_batch), 1, 1024, 0, CONF_T_COUNT, false,
+	false},
+    {"hsm_sessions", "4", MEMBER(hsm_sessions), 1, 1024, 0, CONF_T_COUNT, false,
+	false},
+    {"hsm_in_flight", "4", MEMBER(hsm_in_flight), 1, 1024, 0, CONF_T_COUNT,
+	false, false},
 };
 
 /* struct parser is the state of one conf_load() call. */

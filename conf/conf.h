@@ -51,8 +51,15 @@ struct conf {
 	size_t max_cert_ids;         /* max_cert_ids: default 8 */
 	size_t max_nonce_len;        /* max_nonce_len: 1..128, default 32 */
 	size_t max_request_bytes;    /* max_request_bytes: default 10240 */
-	unsigned threads;  /* threads: HTTP worker threads, default 4 */
-	bool log_requests; /* log_requests: access log, default yes */
+	unsigned threads;    /* threads: HTTP worker threads, default 4 */
+	bool log_requests;   /* log_requests: access log, default yes */
+	bool presign;        /* presign: background pre-signing, default yes */
+	bool presign_sha256; /* presign_sha256: also SHA-256 CertIDs, no */
+	unsigned refresh_percent;        /* refresh_percent: of validity, 50 */
+	unsigned refresh_jitter_percent; /* refresh_jitter_percent: 10 */
+	size_t sign_batch;      /* sign_batch: signatures per batch, 256 */
+	unsigned hsm_sessions;  /* hsm_sessions: PKCS#11 session pool, 4 */
+	unsigned hsm_in_flight; /* hsm_in_flight: signatures in flight, 4 */
 };
 
 /* struct conf_error says where a file failed: line is 0 when the failure is

@@ -21,6 +21,8 @@
 #define GENERATION_LEN   8
 
 static const char certs_name[] = "certs";
+static const char responses_name[] = "responses";
+static const char due_name[] = "due";
 static const char meta_name[] = "meta";
 static const char format_name[] = "format";
 static const char generation_name[] = "generation";
@@ -29,6 +31,9 @@ struct db {
 	MDB_env *env;
 	MDB_dbi certs;
 	MDB_dbi meta;
+	MDB_dbi responses; /* absent in an older index opened read-only */
+	MDB_dbi due;
+	bool has_responses;
 	bool is_read_only;
 	/* Any thread that meets an I/O error stores its code here, so it is
 	 * atomic: a plain int would be a data race. */
@@ -359,6 +364,19 @@ open_dbs(struct db *db, bool may_create)
 	rc = open_dbi(db, txn, certs_name, dbi_flags, &db->certs);
 	if (rc != DB_OK)
 		goto out;
+	/* Pre-signed responses came after the first indexes were written:
+	 * a writer adds their databases, a reader does without them. */
+	rc = open_dbi(db, txn, responses_name,
+	    db->is_read_only ? 0 : MDB_CREATE, &db->responses);
+	if (rc == DB_OK)
+		rc = open_dbi(db, txn, due_name,
+		    db->is_read_only ? 0 : MDB_CREATE, &db->due);
+	if (rc == DB_ERR_CORRUPT && db->is_read_only)
+		rc = DB_OK;
+	else if (rc == DB_OK)
+		db->has_responses = true;
+	if (rc != DB_OK)
+		goto out;
 	/* Committing, even a read-only transaction, is what makes the dbi
 	 * handles usable by later transactions (lmdb.h, mdb_dbi_open). */
 	rc = convert_rc(db, mdb_txn_commit(txn));
@@ -451,8 +469,8 @@ db_open(const char *path, enum db_mode mode, uint64_t map_size, struct db **out)
 
 	if ((rc = convert_rc(db, mdb_env_create(&db->env))) != DB_OK)
 		goto out;
-	/* "certs" and "meta" */
-	if ((rc = convert_rc(db, mdb_env_set_maxdbs(db->env, 2))) != DB_OK)
+	/* "certs", "meta", "responses" and "due" */
+	if ((rc = convert_rc(db, mdb_env_set_maxdbs(db->env, 4))) != DB_OK)
 		goto out;
 	rc = convert_rc(db, mdb_env_set_mapsize(db->env, (size_t)map_size));
 	if (rc != DB_OK)
@@ -650,4 +668,411 @@ db_errno_str(int code)
 {
 	/* mdb_strerror() hands errno values on to strerror(). */
 	return mdb_strerror(code);
+}
+
+/* Pre-signed responses and their refresh schedule. */
+
+#define RESPONSE_VERSION    1
+#define RESPONSE_HEADER_LEN (1 + RECORD_LEN + 3 * 8 + DB_ETAG_LEN)
+#define RESPONSE_KEY_MAX    (KEY_MAX_LEN + 1)
+#define DUE_KEY_MAX         (8 + RESPONSE_KEY_MAX)
+
+/* Response key: the certificate's key, then one byte for the CertID hash.
+ * Due key: due_at (uint64 big-endian, so LMDB's byte order is time order),
+ * then the response key. */
+static int
+encode_response_key(const struct db_key *key, enum db_hash hash,
+    uint8_t buf[RESPONSE_KEY_MAX], MDB_val *out)
+{
+	int rc;
+
+	if (hash != DB_HASH_SHA1 && hash != DB_HASH_SHA256)
+		return DB_ERR_ARG;
+	if ((rc = encode_key(key, buf, out)) != DB_OK)
+		return rc;
+	buf[out->mv_size] = (uint8_t)hash;
+	out->mv_size++;
+	return DB_OK;
+}
+
+static int
+encode_due_key(int64_t due_at, const struct db_key *key, enum db_hash hash,
+    uint8_t buf[DUE_KEY_MAX], MDB_val *out)
+{
+	MDB_val response_key;
+	int rc;
+
+	if (due_at < 0)
+		return DB_ERR_ARG;
+	put_be64(buf, (uint64_t)due_at);
+	if ((rc = encode_response_key(key, hash, buf + 8, &response_key)) !=
+	    DB_OK)
+		return rc;
+	out->mv_data = buf;
+	out->mv_size = 8 + response_key.mv_size;
+	return DB_OK;
+}
+
+static int
+decode_due_key(const MDB_val *k, struct db_due *out)
+{
+	const uint8_t *p = k->mv_data;
+	size_t serial_len;
+
+	if (k->mv_size < 8 + DB_ISSUER_ID_LEN + 2 || k->mv_size > DUE_KEY_MAX)
+		return DB_ERR_CORRUPT;
+	serial_len = k->mv_size - 8 - DB_ISSUER_ID_LEN - 1;
+	out->due_at = (int64_t)get_be64(p);
+	memcpy(out->key.issuer_id, p + 8, DB_ISSUER_ID_LEN);
+	memcpy(out->key.serial, p + 8 + DB_ISSUER_ID_LEN, serial_len);
+	out->key.serial_len = serial_len;
+	switch (p[k->mv_size - 1]) {
+	case DB_HASH_SHA1:
+		out->hash = DB_HASH_SHA1;
+		break;
+	case DB_HASH_SHA256:
+		out->hash = DB_HASH_SHA256;
+		break;
+	default:
+		return DB_ERR_CORRUPT;
+	}
+	if (out->due_at < 0 || out->key.serial[0] == 0)
+		return DB_ERR_CORRUPT;
+	return DB_OK;
+}
+
+/* Response record, version 1:
+ *
+ *	byte  0        record version, 1
+ *	bytes 1..20    the status it was signed for, as a certificate record
+ *	bytes 21..28   thisUpdate, int64 big-endian
+ *	bytes 29..36   nextUpdate
+ *	bytes 37..44   refresh_at
+ *	bytes 45..76   ETag: SHA-256 of the DER
+ *	bytes 77..     the OCSPResponse DER, to the end of the value
+ *
+ * The DER goes last and unframed: serving copies it out in one memcpy. */
+static int
+decode_response(const MDB_val *val, struct db_response *out)
+{
+	const uint8_t *p = val->mv_data;
+	MDB_val status;
+	int rc;
+
+	if (val->mv_size <= RESPONSE_HEADER_LEN ||
+	    val->mv_size - RESPONSE_HEADER_LEN > DB_MAX_RESPONSE_LEN ||
+	    p[0] != RESPONSE_VERSION)
+		return DB_ERR_CORRUPT;
+	status.mv_data = (void *)(p + 1);
+	status.mv_size = RECORD_LEN;
+	if ((rc = decode_cert(&status, &out->signed_for)) != DB_OK)
+		return rc;
+	out->this_update = (int64_t)get_be64(p + 21);
+	out->next_update = (int64_t)get_be64(p + 29);
+	out->refresh_at = (int64_t)get_be64(p + 37);
+	if (out->next_update <= out->this_update || out->refresh_at < 0)
+		return DB_ERR_CORRUPT;
+	memcpy(out->etag, p + 45, DB_ETAG_LEN);
+	out->der_len = val->mv_size - RESPONSE_HEADER_LEN;
+	memcpy(out->der, p + RESPONSE_HEADER_LEN, out->der_len);
+	return DB_OK;
+}
+
+static int
+get_response(struct db *db, MDB_txn *txn, const struct db_key *key,
+    enum db_hash hash, struct db_response *out)
+{
+	uint8_t key_buf[RESPONSE_KEY_MAX];
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = encode_response_key(key, hash, key_buf, &k)) != DB_OK)
+		return rc;
+	if (!db->has_responses)
+		return DB_ERR_NOT_FOUND;
+	if ((rc = convert_rc(db, mdb_get(txn, db->responses, &k, &v))) != DB_OK)
+		return rc;
+	return decode_response(&v, out);
+}
+
+int
+db_lookup_answer(struct db *db, const struct db_key *key, enum db_hash hash,
+    struct db_cert *cert, struct db_response *response, bool *has_response)
+{
+	MDB_txn *txn = NULL;
+	int rc;
+
+	*has_response = false;
+	rc = convert_rc(db, mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn));
+	if (rc != DB_OK)
+		goto out;
+	if ((rc = get_cert(db, txn, key, cert)) != DB_OK)
+		goto out;
+	rc = get_response(db, txn, key, hash, response);
+	if (rc == DB_OK)
+		*has_response = true;
+	else if (rc == DB_ERR_NOT_FOUND)
+		rc = DB_OK;
+out:
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+int
+db_txn_get_response(struct db_txn *txn, const struct db_key *key,
+    enum db_hash hash, struct db_response *out)
+{
+	return get_response(txn->db, txn->txn, key, hash, out);
+}
+
+static int
+put_due(struct db_txn *txn, int64_t due_at, const struct db_key *key,
+    enum db_hash hash)
+{
+	uint8_t key_buf[DUE_KEY_MAX];
+	MDB_val k, v = {0, NULL};
+	int rc;
+
+	if ((rc = encode_due_key(due_at, key, hash, key_buf, &k)) != DB_OK)
+		return rc;
+	return convert_rc(txn->db, mdb_put(txn->txn, txn->db->due, &k, &v, 0));
+}
+
+static int
+delete_due(struct db_txn *txn, int64_t due_at, const struct db_key *key,
+    enum db_hash hash)
+{
+	uint8_t key_buf[DUE_KEY_MAX];
+	MDB_val k;
+	int rc;
+
+	if ((rc = encode_due_key(due_at, key, hash, key_buf, &k)) != DB_OK)
+		return rc;
+	rc = convert_rc(txn->db, mdb_del(txn->txn, txn->db->due, &k, NULL));
+	return rc == DB_ERR_NOT_FOUND ? DB_OK : rc;
+}
+
+int
+db_txn_put_response(struct db_txn *txn, const struct db_key *key,
+    enum db_hash hash, const struct db_response *response)
+{
+	uint8_t key_buf[RESPONSE_KEY_MAX], status[RECORD_LEN], *p;
+	struct db_response *old = NULL;
+	MDB_val k, v;
+	int rc;
+
+	if (txn->db->is_read_only || !txn->db->has_responses)
+		return DB_ERR_READONLY;
+	if ((rc = encode_response_key(key, hash, key_buf, &k)) != DB_OK)
+		return rc;
+	if (response->der_len == 0 || response->der_len > DB_MAX_RESPONSE_LEN ||
+	    response->next_update <= response->this_update ||
+	    response->refresh_at < 0)
+		return DB_ERR_ARG;
+	if ((rc = encode_cert(&response->signed_for, status)) != DB_OK)
+		return rc;
+	if ((old = malloc(sizeof(*old))) == NULL)
+		return DB_ERR_NOMEM;
+	rc = get_response(txn->db, txn->txn, key, hash, old);
+	if (rc == DB_OK)
+		rc = delete_due(txn, old->refresh_at, key, hash);
+	else if (rc == DB_ERR_NOT_FOUND || rc == DB_ERR_CORRUPT)
+		rc = DB_OK; /* a damaged old record is simply replaced */
+	free(old);
+	if (rc != DB_OK)
+		return rc;
+	/* MDB_RESERVE: LMDB hands out the space and the record is written
+	 * straight into the page, without a staging copy. */
+	v.mv_size = RESPONSE_HEADER_LEN + response->der_len;
+	v.mv_data = NULL;
+	if ((rc = convert_rc(txn->db,
+		 mdb_put(txn->txn, txn->db->responses, &k, &v, MDB_RESERVE))) !=
+	    DB_OK)
+		return rc;
+	p = v.mv_data;
+	p[0] = RESPONSE_VERSION;
+	memcpy(p + 1, status, RECORD_LEN);
+	put_be64(p + 21, (uint64_t)response->this_update);
+	put_be64(p + 29, (uint64_t)response->next_update);
+	put_be64(p + 37, (uint64_t)response->refresh_at);
+	memcpy(p + 45, response->etag, DB_ETAG_LEN);
+	memcpy(p + RESPONSE_HEADER_LEN, response->der, response->der_len);
+	return put_due(txn, response->refresh_at, key, hash);
+}
+
+int
+db_txn_schedule(struct db_txn *txn, const struct db_key *key, enum db_hash hash,
+    int64_t due_at)
+{
+	if (txn->db->is_read_only || !txn->db->has_responses)
+		return DB_ERR_READONLY;
+	return put_due(txn, due_at, key, hash);
+}
+
+int
+db_txn_done_due(struct db_txn *txn, const struct db_due *due)
+{
+	if (txn->db->is_read_only || !txn->db->has_responses)
+		return DB_ERR_READONLY;
+	return delete_due(txn, due->due_at, &due->key, due->hash);
+}
+
+int
+db_due_list(struct db *db, int64_t now, struct db_due_pos *pos,
+    struct db_due *out, size_t max, size_t *n_out)
+{
+	MDB_cursor *cursor = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val k, v;
+	MDB_cursor_op op;
+	size_t n = 0;
+	int mdb_rc, rc;
+
+	*n_out = 0;
+	if (!db->has_responses)
+		return DB_OK;
+	rc = convert_rc(db, mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn));
+	if (rc != DB_OK)
+		goto out;
+	rc = convert_rc(db, mdb_cursor_open(txn, db->due, &cursor));
+	if (rc != DB_OK)
+		goto out;
+	if (pos->key_len == 0) {
+		op = MDB_FIRST;
+	} else {
+		k.mv_data = pos->key;
+		k.mv_size = pos->key_len;
+		op = MDB_SET_RANGE;
+	}
+	while (n < max) {
+		mdb_rc = mdb_cursor_get(cursor, &k, &v, op);
+		if (mdb_rc == MDB_NOTFOUND)
+			break;
+		if ((rc = convert_rc(db, mdb_rc)) != DB_OK)
+			goto out;
+		/* MDB_SET_RANGE lands on the last entry handed out. */
+		if (op == MDB_SET_RANGE && k.mv_size == pos->key_len &&
+		    memcmp(k.mv_data, pos->key, k.mv_size) == 0) {
+			op = MDB_NEXT;
+			continue;
+		}
+		op = MDB_NEXT;
+		if ((rc = decode_due_key(&k, &out[n])) != DB_OK)
+			goto out;
+		if (out[n].due_at > now)
+			break;
+		memcpy(pos->key, k.mv_data, k.mv_size);
+		pos->key_len = k.mv_size;
+		rc = get_cert(db, txn, &out[n].key, &out[n].cert);
+		if (rc == DB_ERR_NOT_FOUND)
+			continue;
+		if (rc != DB_OK)
+			goto out;
+		n++;
+	}
+	*n_out = n;
+	rc = DB_OK;
+out:
+	mdb_cursor_close(cursor);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+int
+db_count_due(struct db *db, int64_t now, uint64_t *out)
+{
+	MDB_cursor *cursor = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val k, v;
+	MDB_cursor_op op = MDB_FIRST;
+	uint64_t n = 0;
+	int mdb_rc, rc;
+
+	*out = 0;
+	if (!db->has_responses)
+		return DB_OK;
+	rc = convert_rc(db, mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn));
+	if (rc != DB_OK)
+		goto out;
+	rc = convert_rc(db, mdb_cursor_open(txn, db->due, &cursor));
+	if (rc != DB_OK)
+		goto out;
+	for (;;) {
+		mdb_rc = mdb_cursor_get(cursor, &k, &v, op);
+		op = MDB_NEXT;
+		if (mdb_rc == MDB_NOTFOUND)
+			break;
+		if ((rc = convert_rc(db, mdb_rc)) != DB_OK)
+			goto out;
+		if (k.mv_size < 8 || (int64_t)get_be64(k.mv_data) > now)
+			break;
+		n++;
+	}
+	*out = n;
+	rc = DB_OK;
+out:
+	mdb_cursor_close(cursor);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+int
+db_list_certs(struct db *db, struct db_cursor_pos *pos, struct db_key *keys,
+    struct db_cert *certs, size_t max, size_t *n_out)
+{
+	uint8_t key_buf[KEY_MAX_LEN];
+	MDB_cursor *cursor = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val k, v;
+	MDB_cursor_op op = MDB_FIRST;
+	size_t n = 0;
+	int mdb_rc, rc;
+
+	*n_out = 0;
+	rc = convert_rc(db, mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn));
+	if (rc != DB_OK)
+		goto out;
+	rc = convert_rc(db, mdb_cursor_open(txn, db->certs, &cursor));
+	if (rc != DB_OK)
+		goto out;
+	if (pos->is_started) {
+		if ((rc = encode_key(&pos->last, key_buf, &k)) != DB_OK)
+			goto out;
+		op = MDB_SET_RANGE;
+	}
+	while (n < max) {
+		mdb_rc = mdb_cursor_get(cursor, &k, &v, op);
+		if (mdb_rc == MDB_NOTFOUND)
+			break;
+		if ((rc = convert_rc(db, mdb_rc)) != DB_OK)
+			goto out;
+		if (op == MDB_SET_RANGE) {
+			op = MDB_NEXT;
+			if (k.mv_size ==
+				DB_ISSUER_ID_LEN + pos->last.serial_len &&
+			    memcmp(k.mv_data, key_buf, k.mv_size) == 0)
+				continue;
+		}
+		op = MDB_NEXT;
+		if (k.mv_size <= DB_ISSUER_ID_LEN || k.mv_size > KEY_MAX_LEN) {
+			rc = DB_ERR_CORRUPT;
+			goto out;
+		}
+		memcpy(keys[n].issuer_id, k.mv_data, DB_ISSUER_ID_LEN);
+		keys[n].serial_len = k.mv_size - DB_ISSUER_ID_LEN;
+		memcpy(keys[n].serial,
+		    (const uint8_t *)k.mv_data + DB_ISSUER_ID_LEN,
+		    keys[n].serial_len);
+		if ((rc = decode_cert(&v, &certs[n])) != DB_OK)
+			goto out;
+		pos->last = keys[n];
+		pos->is_started = true;
+		n++;
+	}
+	*n_out = n;
+	rc = DB_OK;
+out:
+	mdb_cursor_close(cursor);
+	mdb_txn_abort(txn);
+	return rc;
 }

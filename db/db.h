@@ -128,4 +128,97 @@ const char *db_strerror(int err);
  * callers need not include <lmdb.h>. */
 const char *db_errno_str(int code);
 
+/* Pre-signed responses. Each certificate may hold one signed OCSP response
+ * per CertID hash, stored with the status it was signed for, so that a
+ * response never outlives a change of that status unnoticed, and indexed
+ * by the time it is due for refresh. */
+
+#define DB_MAX_RESPONSE_LEN 8192
+#define DB_ETAG_LEN         32 /* SHA-256 of the response DER */
+
+enum db_hash {
+	DB_HASH_SHA1 = 0,
+	DB_HASH_SHA256 = 1,
+};
+
+/* struct db_response is one pre-signed response and what serving it
+ * needs: no part of it is parsed on the request path. */
+struct db_response {
+	struct db_cert signed_for; /* the status the response states */
+	int64_t this_update;
+	int64_t next_update;
+	int64_t refresh_at; /* when the refresher re-signs it */
+	uint8_t etag[DB_ETAG_LEN];
+	size_t der_len;
+	uint8_t der[DB_MAX_RESPONSE_LEN];
+};
+
+/* struct db_due is one response due for (re-)signing: its certificate, the
+ * hash, when it fell due, and the certificate's current status. */
+struct db_due {
+	struct db_key key;
+	enum db_hash hash;
+	int64_t due_at;
+	struct db_cert cert;
+};
+
+/* db_lookup_answer reads, in one snapshot, the certificate's record into
+ * *cert and its pre-signed response for hash into *response, setting
+ * *has_response. Returns as db_lookup(); with DB_OK and no response,
+ * *has_response is false. Thread-safe, lock-free. */
+int db_lookup_answer(struct db *db, const struct db_key *key, enum db_hash hash,
+    struct db_cert *cert, struct db_response *response,
+    bool *has_response) MUST_CHECK;
+
+/* db_txn_get_response reads key's response for hash inside txn. Returns
+ * DB_OK, DB_ERR_NOT_FOUND, DB_ERR_CORRUPT, DB_ERR_ARG or DB_ERR_IO. */
+int db_txn_get_response(struct db_txn *txn, const struct db_key *key,
+    enum db_hash hash, struct db_response *out) MUST_CHECK;
+
+/* db_txn_put_response stores response for key and hash, replacing any,
+ * and moves its entry in the refresh schedule to response->refresh_at.
+ * Returns DB_OK, DB_ERR_ARG, DB_ERR_FULL or DB_ERR_IO. */
+int db_txn_put_response(struct db_txn *txn, const struct db_key *key,
+    enum db_hash hash, const struct db_response *response) MUST_CHECK;
+
+/* db_txn_schedule makes key's response for hash due at due_at (0: at once,
+ * ahead of everything), keeping any stored response until it is
+ * replaced. A status change schedules with 0. Returns as
+ * db_txn_put_response(). */
+int db_txn_schedule(struct db_txn *txn, const struct db_key *key,
+    enum db_hash hash, int64_t due_at) MUST_CHECK;
+
+/* db_due_pos remembers where db_due_list() stopped. Zero it to start. */
+struct db_due_pos {
+	uint8_t key[8 + DB_ISSUER_ID_LEN + DB_SERIAL_MAX + 1];
+	size_t key_len;
+};
+
+/* db_due_list copies up to max entries due at or before now, in due order
+ * (earliest first), after *pos, into out, sets *n_out and advances *pos.
+ * Each call is its own short read transaction, so a long run pins no old
+ * pages. Entries whose certificate is gone are skipped. Returns DB_OK
+ * (with *n_out 0 when nothing more is due), DB_ERR_CORRUPT or DB_ERR_IO. */
+int db_due_list(struct db *db, int64_t now, struct db_due_pos *pos,
+    struct db_due *out, size_t max, size_t *n_out) MUST_CHECK;
+
+/* db_txn_done_due removes the schedule entry (due_at, key, hash) once it
+ * has been handled; a missing entry is not an error. */
+int db_txn_done_due(struct db_txn *txn, const struct db_due *due) MUST_CHECK;
+
+/* db_count_due counts entries due at or before now (for progress). */
+int db_count_due(struct db *db, int64_t now, uint64_t *out) MUST_CHECK;
+
+/* db_cursor walks every certificate in key order in short read
+ * transactions; zero db_cursor_pos to start. */
+struct db_cursor_pos {
+	struct db_key last;
+	bool is_started;
+};
+
+/* db_list_certs copies up to max certificates after *pos into keys and
+ * certs, sets *n_out (0 at the end) and advances *pos. */
+int db_list_certs(struct db *db, struct db_cursor_pos *pos, struct db_key *keys,
+    struct db_cert *certs, size_t max, size_t *n_out) MUST_CHECK;
+
 #endif

@@ -13,6 +13,10 @@
 
 #define HSM_MAX_SIGNATURE_LEN 512 /* RSA-4096 */
 #define HSM_MAX_PIN_LEN       255
+#define HSM_DEFAULT_SESSIONS  4
+#define HSM_DEFAULT_IN_FLIGHT 4
+#define HSM_MAX_SESSIONS      1024
+#define HSM_MAX_IN_FLIGHT     1024
 
 enum hsm_err {
 	HSM_OK = 0,
@@ -45,6 +49,16 @@ enum hsm_key_type {
  * pin_file is a regular file holding the PIN, one trailing newline allowed;
  * a file others may read is refused, but its group may read it (so
  * root:ocsp 0640 works). hsm_provision() reads its PIN files the same way.
+ *
+ * Signatures are made by in_flight worker threads, each on a session it
+ * takes from a pool of sessions, so the token has min(in_flight, sessions)
+ * signatures to make at once. Size in_flight by the token's latency, not
+ * by the cores: a network HSM that answers in 5 ms needs 50 in flight to
+ * make 10,000 signatures a second. 0 means the default for either; more
+ * than HSM_MAX_SESSIONS or HSM_MAX_IN_FLIGHT is HSM_ERR_ARG, as is a pool
+ * the token cannot hold: libp11 keeps one session of its own, so sessions
+ * + 1 must not exceed the token's CK_TOKEN_INFO.ulMaxSessionCount, when it
+ * states one.
  */
 struct hsm_params {
 	const char *module_path;
@@ -52,26 +66,50 @@ struct hsm_params {
 	const char *key_label;
 	const char *key_id;
 	const char *pin_file;
+	unsigned int sessions;  /* 0: HSM_DEFAULT_SESSIONS */
+	unsigned int in_flight; /* 0: HSM_DEFAULT_IN_FLIGHT */
 };
+
+/* struct hsm_job is one signature to make: msg is borrowed until the job
+ * completes. hsm/ writes sig, sig_len and rc. */
+struct hsm_job {
+	const uint8_t *msg;
+	size_t msg_len;
+	uint8_t sig[HSM_MAX_SIGNATURE_LEN];
+	size_t sig_len;
+	int rc; /* HSM_OK or HSM_ERR_UNAVAILABLE once done */
+};
+
+struct hsm_batch;
 
 struct hsm;
 
 /* hsm_open loads the module, finds the token and the private key, and logs
  * in with the PIN read from pin_file; our copies of the PIN are wiped
  * before hsm_open returns, and libp11's (kept to log in again after a
- * fork) by hsm_close(). It signs and verifies a probe, so a public key
- * object that does not match the private key fails here (HSM_ERR_KEY). On
- * success *out owns the handle; release it with hsm_close(). Open it after
- * any fork(), in the process that signs. Keep at most one handle per
- * module open in a process: closing one finalizes the module for all.
+ * fork) by hsm_close(). It opens the pool of sessions and starts the
+ * worker threads, which block every signal. It signs and verifies a
+ * probe, so a public key object that does not match the private key fails
+ * here (HSM_ERR_KEY). On success *out owns the handle; release it with
+ * hsm_close(). Open it after any fork(), in the process that signs. Keep
+ * at most one handle per module open in a process: closing one finalizes
+ * the module for all.
  * Returns HSM_OK or a negative enum hsm_err naming what failed. */
 int hsm_open(const struct hsm_params *params, struct hsm **out) MUST_CHECK;
 
-/* hsm_close logs out and releases everything. Accepts NULL. */
+/* hsm_close stops the worker threads, closes the sessions, logs out and
+ * releases everything. Accepts NULL. Call it once every hsm_batch_wait()
+ * and hsm_sign() has returned: no batch may be left un-waited. Should a
+ * job still be queued, it fails with HSM_ERR_UNAVAILABLE; signatures
+ * under way are finished first. */
 void hsm_close(struct hsm *hsm);
 
 /* hsm_sig_alg returns the algorithm hsm_sign() uses with this key. */
 enum hsm_sig_alg hsm_get_sig_alg(const struct hsm *hsm);
+
+/* hsm_get_in_flight returns how many signatures hsm keeps in flight: its
+ * worker threads. A batch of a few times as many jobs keeps them busy. */
+unsigned int hsm_get_in_flight(const struct hsm *hsm);
 
 /* hsm_get0_public_key points *out at the key's SubjectPublicKeyInfo DER,
  * borrowed until hsm_close(), and sets *out_len. */
@@ -80,11 +118,30 @@ void hsm_get0_public_key(
 
 /* hsm_sign hashes msg (msg_len bytes) with SHA-256 and signs the digest
  * with the token's key. sig must hold HSM_MAX_SIGNATURE_LEN bytes;
- * *sig_len receives the signature's length. Thread-safe. Returns HSM_OK,
+ * *sig_len receives the signature's length. Thread-safe: any number of
+ * threads may call it at once. It queues one urgent job, which the workers
+ * take before any batch's next job, and waits for it. Returns HSM_OK,
  * HSM_ERR_UNAVAILABLE (the token failed: answer tryLater) or HSM_ERR_ARG.
  */
 int hsm_sign(struct hsm *hsm, const uint8_t *msg, size_t msg_len, uint8_t *sig,
     size_t *sig_len) MUST_CHECK;
+
+/* hsm_batch_start queues jobs[0..n) as bulk work and returns at once; the
+ * caller may start further batches (keep two queued so the workers never
+ * idle) and must wait for each with hsm_batch_wait(). The jobs are the
+ * caller's, but only hsm/ touches them until that wait returns. On
+ * success *out is the batch; otherwise it is NULL and nothing was queued.
+ * Thread-safe. Returns HSM_OK, HSM_ERR_ARG (a NULL pointer, or a job whose
+ * msg is NULL with msg_len > 0), HSM_ERR_NOMEM or HSM_ERR_UNAVAILABLE
+ * (hsm_close() has begun). */
+int hsm_batch_start(struct hsm *hsm, struct hsm_job *jobs, size_t n,
+    struct hsm_batch **out) MUST_CHECK;
+
+/* hsm_batch_wait blocks until every job of batch is done, frees the batch,
+ * and returns HSM_OK if every job succeeded, else HSM_ERR_UNAVAILABLE
+ * (each job's rc tells which). Batches may be waited for in any order,
+ * each once, from any thread. Returns HSM_ERR_ARG for NULL. */
+int hsm_batch_wait(struct hsm_batch *batch);
 
 /* hsm_provision initialises a token for the responder: in the first free
  * slot of the module it creates a token labelled token_label whose SO PIN

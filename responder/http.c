@@ -205,6 +205,13 @@ add_cache_headers(
 	format_http_date(answer->next_update, value, sizeof(value));
 	if (value[0] != '\0')
 		(void)MHD_add_response_header(response, "Expires", value);
+	if (answer->has_etag) {
+		value[0] = '"';
+		(void)log_hex(answer->etag, sizeof(answer->etag), value + 1,
+		    2 * sizeof(answer->etag) + 1);
+		(void)strcat(value, "\"");
+		(void)MHD_add_response_header(response, "ETag", value);
+	}
 }
 
 static enum MHD_Result

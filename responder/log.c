@@ -110,9 +110,11 @@ log_hex(const unsigned char *bytes, size_t len, char *out, size_t out_len)
 		return out;
 	for (i = 0; i < len; i++) {
 		if (n + 2 >= out_len) {
-			if (out_len >= 4)
-				memcpy(out + out_len - 4, "...", 3),
-				    n = out_len - 1;
+			/* No room for this byte: end with "..." instead. */
+			if (out_len >= 4) {
+				memcpy(out + out_len - 4, "...", 3);
+				n = out_len - 1;
+			}
 			break;
 		}
 		out[n++] = digits[bytes[i] >> 4];

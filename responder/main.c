@@ -12,8 +12,10 @@
 #include "conf/conf.h"
 #include "db/db.h"
 #include "hsm/hsm.h"
+#include "responder/authority.h"
 #include "responder/http.h"
 #include "responder/log.h"
+#include "responder/presign.h"
 #include "responder/respond.h"
 
 static void
@@ -63,6 +65,8 @@ open_token(const struct conf *conf)
 	    .key_label = conf->key_label,
 	    .key_id = conf->key_id,
 	    .pin_file = conf->pin_file,
+	    .sessions = conf->hsm_sessions,
+	    .in_flight = conf->hsm_in_flight,
 	};
 	struct hsm *hsm = NULL;
 	int rc;
@@ -109,6 +113,8 @@ main(int argc, char **argv)
 	struct conf_error conf_err;
 	struct conf *conf = NULL;
 	struct respond *responder = NULL;
+	struct authority *authority = NULL;
+	struct presign *presign = NULL;
 	struct http *server = NULL;
 	struct hsm *hsm = NULL;
 	struct db *db = NULL;
@@ -170,7 +176,9 @@ main(int argc, char **argv)
 	(void)pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	(void)signal(SIGPIPE, SIG_IGN);
 
-	if ((rc = db_open(conf->index_path, DB_MODE_READ, conf->index_map_size,
+	/* Writable: the refresher stores what it signs. Requests only read,
+	 * lock-free, beside it and beside ocspctl. */
+	if ((rc = db_open(conf->index_path, DB_MODE_WRITE, conf->index_map_size,
 		 &db)) != DB_OK) {
 		fatal("cannot open index %s: %s%s", conf->index_path,
 		    db_strerror(rc),
@@ -178,8 +186,15 @@ main(int argc, char **argv)
 					  : "");
 	}
 	hsm = open_token(conf);
-	if (respond_new(conf, db, hsm, &responder, err, sizeof(err)) != 0)
+	if (authority_new(conf, hsm, &authority, err, sizeof(err)) != 0)
 		fatal("%s", err);
+	if (presign_new(authority, db, &presign) != 0 ||
+	    respond_new(authority, db, conf->presign ? presign_store : NULL,
+		presign, &responder) != 0)
+		fatal("out of memory");
+	if (conf->presign && presign_start_refresher(presign, 500) != 0)
+		fatal(
+		    "cannot start the pre-signing thread: %s", strerror(errno));
 
 	http_params = (struct http_params){
 	    .host = host,
@@ -206,7 +221,9 @@ main(int argc, char **argv)
 		break;
 	}
 	http_stop(server);
+	presign_free(presign);
 	respond_free(responder);
+	authority_free(authority);
 	hsm_close(hsm);
 	db_close(db);
 	conf_free(conf);

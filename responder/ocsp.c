@@ -405,22 +405,44 @@ der_response_data(struct der *d, const struct ocsp_signer *signer,
  *     signature            BIT STRING,
  *     certs            [0] EXPLICIT SEQUENCE OF Certificate OPTIONAL } */
 int
-ocsp_response_sign(const struct ocsp_signer *signer,
+ocsp_tbs_encode(const struct ocsp_signer *signer,
     const struct ocsp_single *singles, size_t n, const uint8_t *nonce,
     size_t nonce_len, int64_t produced_at, uint8_t **out, size_t *out_len)
 {
-	static const uint8_t successful[] = {V_ASN1_ENUMERATED, 1, 0};
 	struct der d = {0};
-	uint8_t signature[HSM_MAX_SIGNATURE_LEN + 1];
-	size_t signature_len = HSM_MAX_SIGNATURE_LEN;
-	size_t response, bytes_tag, bytes, octets, basic, tbs_start, tbs_len,
-	    bits, certs_tag, certs;
-	int rc = OCSP_ERR_INTERNAL;
 
 	if (n < 1 || n > OCSP_MAX_CERT_IDS ||
 	    (nonce != NULL &&
-		(nonce_len < 1 || nonce_len > OCSP_MAX_NONCE_LEN)))
-		goto out;
+		(nonce_len < 1 || nonce_len > OCSP_MAX_NONCE_LEN))) {
+		*out = NULL;
+		return OCSP_ERR_INTERNAL;
+	}
+	der_response_data(
+	    &d, signer, singles, n, nonce, nonce_len, produced_at);
+	if (d.failed) {
+		free(d.buf);
+		*out = NULL;
+		return OCSP_ERR_INTERNAL;
+	}
+	*out = d.buf;
+	*out_len = d.len;
+	return OCSP_OK;
+}
+
+int
+ocsp_response_assemble(const struct ocsp_signer *signer, const uint8_t *tbs,
+    size_t tbs_len, const uint8_t *signature, size_t signature_len,
+    uint8_t **out, size_t *out_len)
+{
+	static const uint8_t successful[] = {V_ASN1_ENUMERATED, 1, 0};
+	static const uint8_t no_unused_bits = 0;
+	struct der d = {0};
+	size_t response, bytes_tag, bytes, octets, basic, bits, certs_tag,
+	    certs;
+	int rc = OCSP_ERR_INTERNAL;
+
+	/* Room for the whole answer at once: one allocation per answer. */
+	der_reserve(&d, tbs_len + signature_len + signer->cert_der_len + 96);
 	response = der_open(&d, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED);
 	der_bytes(&d, successful, sizeof(successful));
 	bytes_tag =
@@ -429,20 +451,7 @@ ocsp_response_sign(const struct ocsp_signer *signer,
 	der_bytes(&d, basic_oid, sizeof(basic_oid));
 	octets = der_open(&d, V_ASN1_OCTET_STRING);
 	basic = der_open(&d, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED);
-
-	tbs_start = d.len;
-	der_response_data(
-	    &d, signer, singles, n, nonce, nonce_len, produced_at);
-	if (d.failed)
-		goto out;
-	tbs_len = d.len - tbs_start;
-	/* The tbs is final here: what follows never moves it, and the
-	 * signature covers exactly these bytes. */
-	if (hsm_sign(signer->hsm, d.buf + tbs_start, tbs_len, signature + 1,
-		&signature_len) != HSM_OK) {
-		rc = OCSP_ERR_SIGN;
-		goto out;
-	}
+	der_bytes(&d, tbs, tbs_len);
 	switch (hsm_get_sig_alg(signer->hsm)) {
 	case HSM_SIG_ECDSA_SHA256:
 		der_bytes(&d, alg_ecdsa_sha256, sizeof(alg_ecdsa_sha256));
@@ -451,9 +460,9 @@ ocsp_response_sign(const struct ocsp_signer *signer,
 		der_bytes(&d, alg_rsa_sha256, sizeof(alg_rsa_sha256));
 		break;
 	}
-	signature[0] = 0; /* BIT STRING: no unused bits */
 	bits = der_open(&d, V_ASN1_BIT_STRING);
-	der_bytes(&d, signature, signature_len + 1);
+	der_bytes(&d, &no_unused_bits, 1);
+	der_bytes(&d, signature, signature_len);
 	der_close(&d, bits);
 	if (signer->cert_der != NULL) {
 		certs_tag = der_open(
@@ -473,6 +482,92 @@ ocsp_response_sign(const struct ocsp_signer *signer,
 	*out = d.buf;
 	*out_len = d.len;
 	d.buf = NULL;
+	rc = OCSP_OK;
+out:
+	free(d.buf);
+	return rc;
+}
+
+int
+ocsp_response_sign(const struct ocsp_signer *signer,
+    const struct ocsp_single *singles, size_t n, const uint8_t *nonce,
+    size_t nonce_len, int64_t produced_at, uint8_t **out, size_t *out_len)
+{
+	uint8_t signature[HSM_MAX_SIGNATURE_LEN];
+	size_t signature_len = sizeof(signature), tbs_len;
+	uint8_t *tbs = NULL;
+	int rc;
+
+	rc = ocsp_tbs_encode(
+	    signer, singles, n, nonce, nonce_len, produced_at, &tbs, &tbs_len);
+	if (rc != OCSP_OK)
+		goto out;
+	if (hsm_sign(signer->hsm, tbs, tbs_len, signature, &signature_len) !=
+	    HSM_OK) {
+		rc = OCSP_ERR_SIGN;
+		goto out;
+	}
+	rc = ocsp_response_assemble(
+	    signer, tbs, tbs_len, signature, signature_len, out, out_len);
+out:
+	free(tbs);
+	return rc;
+}
+
+/* CertID as OpenSSL and every client in our corpus encode it: the hash's
+ * AlgorithmIdentifier with explicit NULL parameters. */
+int
+ocsp_cert_id_encode(enum ocsp_hash hash, const uint8_t *name_hash,
+    const uint8_t *key_hash, const uint8_t *serial, size_t serial_len,
+    struct ocsp_cert_id *out)
+{
+	static const uint8_t sha1_alg[] = {
+	    0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00};
+	static const uint8_t sha256_alg[] = {0x30, 0x0d, 0x06, 0x09, 0x60, 0x86,
+	    0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00};
+	static const uint8_t zero = 0;
+	struct der d = {0};
+	size_t id, integer;
+	int rc = OCSP_ERR_INTERNAL;
+
+	switch (hash) {
+	case OCSP_HASH_SHA1:
+		out->hash_len = 20;
+		break;
+	case OCSP_HASH_SHA256:
+		out->hash_len = 32;
+		break;
+	case OCSP_HASH_SHA384:
+	case OCSP_HASH_SHA512:
+		goto out; /* answered on demand only */
+	}
+	if (serial_len < 1 || serial_len > OCSP_MAX_SERIAL_LEN ||
+	    serial[0] == 0)
+		goto out;
+	out->hash = hash;
+	memcpy(out->name_hash, name_hash, out->hash_len);
+	memcpy(out->key_hash, key_hash, out->hash_len);
+	memcpy(out->serial, serial, serial_len);
+	out->serial_len = serial_len;
+	id = der_open(&d, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED);
+	if (hash == OCSP_HASH_SHA1)
+		der_bytes(&d, sha1_alg, sizeof(sha1_alg));
+	else
+		der_bytes(&d, sha256_alg, sizeof(sha256_alg));
+	der_tlv(&d, V_ASN1_OCTET_STRING, name_hash, out->hash_len);
+	der_tlv(&d, V_ASN1_OCTET_STRING, key_hash, out->hash_len);
+	/* A positive INTEGER whose first magnitude bit is set needs a zero
+	 * octet in front (X.690 8.3.2). */
+	integer = der_open(&d, V_ASN1_INTEGER);
+	if (serial[0] & 0x80)
+		der_bytes(&d, &zero, 1);
+	der_bytes(&d, serial, serial_len);
+	der_close(&d, integer);
+	der_close(&d, id);
+	if (d.failed || d.len > OCSP_MAX_CERT_ID_DER)
+		goto out;
+	memcpy(out->der, d.buf, d.len);
+	out->der_len = d.len;
 	rc = OCSP_OK;
 out:
 	free(d.buf);

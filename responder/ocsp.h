@@ -123,6 +123,28 @@ int ocsp_response_sign(const struct ocsp_signer *signer,
     size_t nonce_len, int64_t produced_at, uint8_t **out,
     size_t *out_len) MUST_CHECK;
 
+/* ocsp_tbs_encode encodes the ResponseData that ocsp_response_sign()
+ * signs, for callers that sign in batches. On success *out is the DER,
+ * freed with free(). Returns OCSP_OK or OCSP_ERR_INTERNAL. */
+int ocsp_tbs_encode(const struct ocsp_signer *signer,
+    const struct ocsp_single *singles, size_t n, const uint8_t *nonce,
+    size_t nonce_len, int64_t produced_at, uint8_t **out,
+    size_t *out_len) MUST_CHECK;
+
+/* ocsp_response_assemble wraps tbs and its signature (made by
+ * signer->hsm's key) into a successful OCSPResponse. On success *out is
+ * the DER, freed with free(). Returns OCSP_OK or OCSP_ERR_INTERNAL. */
+int ocsp_response_assemble(const struct ocsp_signer *signer, const uint8_t *tbs,
+    size_t tbs_len, const uint8_t *signature, size_t signature_len,
+    uint8_t **out, size_t *out_len) MUST_CHECK;
+
+/* ocsp_cert_id_encode fills *out with the CertID of serial under the
+ * issuer hashes given (hash_len bytes each, SHA-1 or SHA-256 only), its
+ * DER as clients encode it. Returns OCSP_OK or OCSP_ERR_INTERNAL. */
+int ocsp_cert_id_encode(enum ocsp_hash hash, const uint8_t *name_hash,
+    const uint8_t *key_hash, const uint8_t *serial, size_t serial_len,
+    struct ocsp_cert_id *out) MUST_CHECK;
+
 /* ocsp_error_response returns the constant DER of an unsuccessful
  * OCSPResponse with status (not OCSP_STATUS_SUCCESSFUL), *out_len its
  * length; the bytes are static. */

@@ -16,8 +16,14 @@
 #include "conf/conf.h"
 #include "db/db.h"
 #include "hsm/hsm.h"
+#include <openssl/ocsp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "responder/authority.h"
 #include "responder/issuer.h"
 #include "responder/log.h"
+#include "responder/presign.h"
 
 #define EXIT_USAGE 2
 
@@ -47,10 +53,19 @@ usage(void)
 	    "  import FILE...\n"
 	    "      add certificates (PEM or DER) to the index as good;\n"
 	    "      one transaction: any bad file writes nothing\n"
+	    "  import-serials FILE [--issuer ISSUER_CERT]\n"
+	    "      add serials (hex, one a line; - for stdin) without their\n"
+	    "      certificates, as good\n"
 	    "  revoke SERIAL --reason NAME [--time YYYYMMDDHHMMSSZ]\n"
 	    "      mark a certificate revoked (SERIAL in hex)\n"
 	    "  status SERIAL\n"
 	    "      print what the index holds for SERIAL\n"
+	    "  sign [--all]\n"
+	    "      pre-sign every response that is missing or due (--all:\n"
+	    "      every response); interrupt and rerun at will\n"
+	    "  verify\n"
+	    "      check every stored response against the status and the\n"
+	    "      responder certificate; exit 1 on any bad one\n"
 	    "reasons: unspecified keyCompromise cACompromise "
 	    "affiliationChanged superseded\n"
 	    "  cessationOfOperation certificateHold removeFromCRL "
@@ -278,6 +293,23 @@ out:
 	return status;
 }
 
+/* schedule_now makes key's responses due at once: the pre-signer signs
+ * what is new or changed ahead of any refresh. */
+static int
+schedule_now(struct ctl *ctl, struct db_txn *txn, const struct db_key *key)
+{
+	int rc;
+
+	rc = db_txn_schedule(txn, key, DB_HASH_SHA1, 0);
+	if (rc == DB_OK && ctl->conf->presign_sha256)
+		rc = db_txn_schedule(txn, key, DB_HASH_SHA256, 0);
+	if (rc != DB_OK) {
+		log_err("cannot schedule signing: %s", db_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 /* import_file adds every certificate in path (PEM, several allowed, or
  * one DER) to txn. Returns the number added, or -1 naming the cause. */
 static int
@@ -348,6 +380,8 @@ import_file(
 			cert = old;
 		} else if (rc == DB_ERR_NOT_FOUND) {
 			(*n_new)++;
+			if (schedule_now(ctl, txn, &key) != 0)
+				goto fail;
 		} else {
 			log_err("%s: cannot read the index: %s", path,
 			    db_strerror(rc));
@@ -406,6 +440,117 @@ cmd_import(struct ctl *ctl, int argc, char **argv)
 	(void)printf("imported %u certificates (%u new)\n", n_total, n_new);
 	status = 0;
 out:
+	db_txn_abort(txn);
+	db_close(db);
+	return status;
+}
+
+/* cmd_import_serials adds serials without their certificates (a
+ * precertificate's serial, a bulk load from the issuance database): one
+ * hex serial per line, `#` comments, for the issuer given by --issuer
+ * (one of the configured issuer_cert files) or the only one configured.
+ * One transaction: a bad line writes nothing. */
+static int
+cmd_import_serials(struct ctl *ctl, int argc, char **argv)
+{
+	const char *path = NULL, *issuer_path = NULL;
+	const struct issuer *issuer = NULL;
+	struct db_txn *txn = NULL;
+	struct db *db = NULL;
+	struct db_key key;
+	struct db_cert cert, old;
+	char line[256], *end;
+	unsigned long long n_total = 0, n_new = 0, line_no = 0;
+	FILE *f = NULL;
+	size_t i;
+	int rc, status = 1;
+
+	for (i = 0; i < (size_t)argc; i++) {
+		if (strcmp(argv[i], "--issuer") == 0 && i + 1 < (size_t)argc)
+			issuer_path = argv[++i];
+		else if (path == NULL)
+			path = argv[i];
+		else
+			usage();
+	}
+	if (path == NULL)
+		usage();
+	if (load_issuers(ctl) != 0)
+		goto out;
+	for (i = 0; i < ctl->n_issuers; i++) {
+		if (issuer_path == NULL ||
+		    strcmp(issuer_path, ctl->conf->issuer_certs[i]) == 0 ||
+		    strcmp(issuer_path, ctl->issuers[i].subject) == 0)
+			issuer = issuer == NULL ? &ctl->issuers[i] : issuer;
+	}
+	if (issuer == NULL || (issuer_path == NULL && ctl->n_issuers > 1)) {
+		log_err("name the issuer with --issuer and one of the "
+			"configured issuer_cert paths");
+		goto out;
+	}
+	f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	if (f == NULL) {
+		log_err("%s: cannot open: %s", path, strerror(errno));
+		goto out;
+	}
+	if (open_index(ctl, DB_MODE_CREATE, &db) != 0)
+		goto out;
+	if ((rc = db_txn_begin(db, &txn)) != DB_OK) {
+		log_err("cannot write index %s: %s", ctl->conf->index_path,
+		    db_strerror(rc));
+		goto out;
+	}
+	memset(&cert, 0, sizeof(cert));
+	cert.state = DB_CERT_GOOD;
+	cert.revocation_reason = -1;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		line_no++;
+		if ((end = strpbrk(line, "#\r\n")) != NULL)
+			*end = '\0';
+		for (end = line + strlen(line);
+		     end > line && (end[-1] == ' ' || end[-1] == '\t');)
+			*--end = '\0';
+		if (line[0] == '\0')
+			continue;
+		if (parse_serial(line, &key) != 0) {
+			log_err("%s:%llu: not a serial number of 1 to 20 "
+				"positive octets in hex",
+			    path, line_no);
+			goto out;
+		}
+		memcpy(key.issuer_id, issuer->id, sizeof(key.issuer_id));
+		rc = db_txn_get(txn, &key, &old);
+		if (rc == DB_OK) {
+			n_total++;
+			continue; /* never undo a revocation */
+		}
+		if (rc != DB_ERR_NOT_FOUND ||
+		    (rc = db_txn_put(txn, &key, &cert)) != DB_OK) {
+			log_err("%s:%llu: cannot write the index: %s", path,
+			    line_no, db_strerror(rc));
+			goto out;
+		}
+		if (schedule_now(ctl, txn, &key) != 0)
+			goto out;
+		n_total++;
+		n_new++;
+	}
+	if (ferror(f)) {
+		log_err("%s: cannot read", path);
+		goto out;
+	}
+	rc = db_txn_commit(txn);
+	txn = NULL;
+	if (rc != DB_OK) {
+		log_err("cannot commit to index %s: %s", ctl->conf->index_path,
+		    db_strerror(rc));
+		goto out;
+	}
+	(void)printf("imported %llu serials (%llu new)\n", n_total, n_new);
+	status = 0;
+out:
+	if (f != NULL && f != stdin)
+		(void)fclose(f);
 	db_txn_abort(txn);
 	db_close(db);
 	return status;
@@ -498,6 +643,8 @@ cmd_revoke(struct ctl *ctl, int argc, char **argv)
 	cert.state = DB_CERT_REVOKED;
 	cert.revoked_at = revoked_at;
 	cert.revocation_reason = reason;
+	if (schedule_now(ctl, txn, &key) != 0)
+		goto out;
 	if ((rc = db_txn_put(txn, &key, &cert)) != DB_OK ||
 	    (rc = db_txn_commit(txn)) != DB_OK) {
 		txn = NULL;
@@ -548,6 +695,353 @@ out:
 	return status;
 }
 
+static volatile sig_atomic_t sign_stop;
+
+static void
+stop_signing(int sig)
+{
+	(void)sig;
+	sign_stop = 1;
+}
+
+struct sign_progress {
+	bool is_tty;
+	uint64_t total;
+	struct timespec started, last_drawn;
+};
+
+static double
+seconds_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) +
+	    (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* draw_progress shows count, rate and ETA on a terminal, five times a
+ * second at most. */
+static void
+draw_progress(void *cls, const struct presign_stats *stats)
+{
+	struct sign_progress *progress = cls;
+	double elapsed, rate, eta, done;
+	char bar[31];
+	size_t filled, i;
+
+	if (!progress->is_tty || seconds_since(&progress->last_drawn) < 0.2)
+		return;
+	(void)clock_gettime(CLOCK_MONOTONIC, &progress->last_drawn);
+	elapsed = seconds_since(&progress->started);
+	rate = elapsed > 0 ? (double)stats->n_signed / elapsed : 0;
+	done = progress->total > 0
+	    ? (double)stats->n_signed / (double)progress->total
+	    : 1;
+	if (done > 1)
+		done = 1;
+	filled = (size_t)(done * 30);
+	for (i = 0; i < 30; i++)
+		bar[i] = i < filled ? '#' : '.';
+	bar[30] = '\0';
+	eta = rate > 0 && progress->total > stats->n_signed
+	    ? (double)(progress->total - stats->n_signed) / rate
+	    : 0;
+	(void)fprintf(stderr,
+	    "\r[%s] %3.0f%% %llu/%llu %.0f/s ETA %d:%02d:%02d  ", bar,
+	    done * 100, (unsigned long long)stats->n_signed,
+	    (unsigned long long)progress->total, rate, (int)eta / 3600,
+	    ((int)eta / 60) % 60, (int)eta % 60);
+}
+
+/* schedule_all makes every certificate's responses due now, in batches
+ * of one transaction each. */
+static int
+schedule_all(struct ctl *ctl, struct db *db)
+{
+	struct db_cursor_pos pos = {0};
+	struct db_key keys[256];
+	struct db_cert certs[256];
+	struct db_txn *txn = NULL;
+	size_t n, i;
+	int rc;
+
+	for (;;) {
+		if ((rc = db_list_certs(db, &pos, keys, certs, 256, &n)) !=
+			DB_OK ||
+		    n == 0)
+			break;
+		if ((rc = db_txn_begin(db, &txn)) != DB_OK)
+			break;
+		for (i = 0; i < n; i++) {
+			if (schedule_now(ctl, txn, &keys[i]) != 0) {
+				rc = DB_ERR_IO;
+				break;
+			}
+		}
+		if (rc != DB_OK || (rc = db_txn_commit(txn)) != DB_OK) {
+			txn = NULL;
+			break;
+		}
+		txn = NULL;
+	}
+	db_txn_abort(txn);
+	return rc;
+}
+
+static struct hsm *
+open_signing_key(struct ctl *ctl)
+{
+	struct hsm_params params = {
+	    .module_path = ctl->conf->pkcs11_module,
+	    .token_label = ctl->conf->token_label,
+	    .key_label = ctl->conf->key_label,
+	    .key_id = ctl->conf->key_id,
+	    .pin_file = ctl->conf->pin_file,
+	    .sessions = ctl->conf->hsm_sessions,
+	    .in_flight = ctl->conf->hsm_in_flight,
+	};
+	struct hsm *hsm = NULL;
+	int rc;
+
+	if ((rc = hsm_open(&params, &hsm)) != HSM_OK) {
+		log_err("cannot open key in token \"%s\": %s",
+		    ctl->conf->token_label, hsm_strerror(rc));
+		return NULL;
+	}
+	return hsm;
+}
+
+static int
+cmd_sign(struct ctl *ctl, int argc, char **argv)
+{
+	struct sign_progress progress = {0};
+	struct presign_stats stats = {0};
+	struct authority *authority = NULL;
+	struct presign *presign = NULL;
+	struct hsm *hsm = NULL;
+	struct db *db = NULL;
+	char err[512];
+	double elapsed;
+	bool is_all = false;
+	int i, rc, status = 1;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--all") == 0)
+			is_all = true;
+		else
+			usage();
+	}
+	if ((hsm = open_signing_key(ctl)) == NULL)
+		goto out;
+	if (authority_new(ctl->conf, hsm, &authority, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		goto out;
+	}
+	if (open_index(ctl, DB_MODE_WRITE, &db) != 0)
+		goto out;
+	if (is_all && (rc = schedule_all(ctl, db)) != DB_OK) {
+		log_err("cannot schedule signing: %s", db_strerror(rc));
+		goto out;
+	}
+	if (presign_new(authority, db, &presign) != 0) {
+		log_err("out of memory");
+		goto out;
+	}
+	(void)signal(SIGINT, stop_signing);
+	(void)signal(SIGTERM, stop_signing);
+	progress.is_tty = isatty(STDERR_FILENO) == 1;
+	if (db_count_due(db, (int64_t)time(NULL), &progress.total) != DB_OK)
+		progress.total = 0;
+	(void)clock_gettime(CLOCK_MONOTONIC, &progress.started);
+	rc = presign_run(presign, (int64_t)time(NULL), &sign_stop,
+	    draw_progress, &progress, &stats);
+	elapsed = seconds_since(&progress.started);
+	if (progress.is_tty)
+		(void)fprintf(stderr, "\n");
+	(void)printf("signed %llu responses in %.1f s (%.0f/s); %llu failed, "
+		     "%llu left for a status change%s\n",
+	    (unsigned long long)stats.n_signed, elapsed,
+	    elapsed > 0 ? (double)stats.n_signed / elapsed : 0.0,
+	    (unsigned long long)stats.n_failed,
+	    (unsigned long long)stats.n_skipped,
+	    sign_stop ? "; interrupted: rerun to finish" : "");
+	if (rc != DB_OK) {
+		log_err("cannot write index %s: %s", ctl->conf->index_path,
+		    db_strerror(rc));
+		goto out;
+	}
+	status = stats.n_failed > 0 || sign_stop ? 1 : 0;
+out:
+	presign_free(presign);
+	authority_free(authority);
+	hsm_close(hsm);
+	db_close(db);
+	return status;
+}
+
+/* check_response verifies one stored response: it parses, its signature
+ * verifies with the responder certificate, and it states exactly the
+ * status and times its record says. Returns NULL or what is wrong. */
+static const char *
+check_response(
+    X509 *responder, const struct db_key *key, const struct db_response *stored)
+{
+	const unsigned char *p = stored->der;
+	STACK_OF(X509) *signers = NULL;
+	OCSP_RESPONSE *response = NULL;
+	OCSP_BASICRESP *basic = NULL;
+	X509_STORE *store = NULL;
+	OCSP_SINGLERESP *single;
+	ASN1_GENERALIZEDTIME *revoked_at = NULL, *this_update = NULL,
+			     *next_update = NULL;
+	ASN1_INTEGER *serial = NULL;
+	uint8_t etag[32];
+	unsigned int etag_len;
+	struct tm tm;
+	const char *why = "does not parse";
+	int reason = -1, state;
+
+	response = d2i_OCSP_RESPONSE(NULL, &p, (long)stored->der_len);
+	if (response == NULL || p != stored->der + stored->der_len ||
+	    OCSP_response_status(response) != OCSP_RESPONSE_STATUS_SUCCESSFUL ||
+	    (basic = OCSP_response_get1_basic(response)) == NULL ||
+	    OCSP_resp_count(basic) != 1)
+		goto out;
+	why = "signature does not verify";
+	signers = sk_X509_new_null();
+	store = X509_STORE_new();
+	if (signers == NULL || store == NULL ||
+	    sk_X509_push(signers, responder) <= 0 ||
+	    OCSP_basic_verify(basic, signers, store,
+		OCSP_NOVERIFY | OCSP_TRUSTOTHER | OCSP_NOINTERN) != 1)
+		goto out;
+	why = "states another certificate";
+	single = OCSP_resp_get0(basic, 0);
+	if (OCSP_id_get0_info(NULL, NULL, NULL, &serial,
+		(OCSP_CERTID *)(uintptr_t)OCSP_SINGLERESP_get0_id(single)) !=
+		1 ||
+	    (size_t)ASN1_STRING_length(serial) != key->serial_len ||
+	    memcmp(ASN1_STRING_get0_data(serial), key->serial,
+		key->serial_len) != 0)
+		goto out;
+	why = "states another status than it was signed for";
+	state = OCSP_single_get0_status(
+	    single, &reason, &revoked_at, &this_update, &next_update);
+	if (stored->signed_for.state == DB_CERT_GOOD
+		? state != V_OCSP_CERTSTATUS_GOOD
+		: state != V_OCSP_CERTSTATUS_REVOKED)
+		goto out;
+	if (state == V_OCSP_CERTSTATUS_REVOKED &&
+	    (ASN1_TIME_to_tm(revoked_at, &tm) != 1 ||
+		(int64_t)timegm(&tm) != stored->signed_for.revoked_at ||
+		(stored->signed_for.revocation_reason >= 0 &&
+		    reason != stored->signed_for.revocation_reason)))
+		goto out;
+	why = "states other times than its record";
+	if (this_update == NULL || next_update == NULL ||
+	    ASN1_TIME_to_tm(this_update, &tm) != 1 ||
+	    (int64_t)timegm(&tm) != stored->this_update ||
+	    ASN1_TIME_to_tm(next_update, &tm) != 1 ||
+	    (int64_t)timegm(&tm) != stored->next_update)
+		goto out;
+	why = "has a wrong ETag";
+	if (EVP_Digest(stored->der, stored->der_len, etag, &etag_len,
+		EVP_sha256(), NULL) != 1 ||
+	    memcmp(etag, stored->etag, sizeof(etag)) != 0)
+		goto out;
+	why = NULL;
+out:
+	X509_STORE_free(store);
+	sk_X509_free(signers);
+	OCSP_BASICRESP_free(basic);
+	OCSP_RESPONSE_free(response);
+	ERR_clear_error();
+	return why;
+}
+
+static int
+cmd_verify(struct ctl *ctl, int argc, char **argv)
+{
+	static const enum db_hash hashes[] = {DB_HASH_SHA1, DB_HASH_SHA256};
+	struct db_response *stored = NULL;
+	struct db_cursor_pos pos = {0};
+	struct db_key keys[256];
+	struct db_cert certs[256], cert;
+	char serial_text[2 * DB_SERIAL_MAX + 1];
+	uint64_t n_certs = 0, n_ok = 0, n_bad = 0, n_missing = 0, n_due = 0;
+	X509 *responder = NULL;
+	struct db *db = NULL;
+	const char *why;
+	size_t n, i, h;
+	bool has_response;
+	int rc, status = 1;
+
+	(void)argv;
+	if (argc != 0)
+		usage();
+	if ((responder = issuer_read_cert(ctl->conf->responder_cert)) == NULL) {
+		log_err("cannot read responder certificate %s",
+		    ctl->conf->responder_cert);
+		goto out;
+	}
+	if ((stored = malloc(sizeof(*stored))) == NULL ||
+	    open_index(ctl, DB_MODE_READ, &db) != 0)
+		goto out;
+	for (;;) {
+		rc = db_list_certs(db, &pos, keys, certs, 256, &n);
+		if (rc != DB_OK) {
+			log_err("index %s: %s", ctl->conf->index_path,
+			    db_strerror(rc));
+			n_bad++;
+			break;
+		}
+		if (n == 0)
+			break;
+		for (i = 0; i < n; i++) {
+			n_certs++;
+			for (h = 0; h < 2; h++) {
+				rc = db_lookup_answer(db, &keys[i], hashes[h],
+				    &cert, stored, &has_response);
+				if (rc != DB_OK) {
+					n_bad++;
+					continue;
+				}
+				if (!has_response) {
+					if (hashes[h] == DB_HASH_SHA1)
+						n_missing++;
+					continue;
+				}
+				format_serial(
+				    &keys[i], serial_text, sizeof(serial_text));
+				if ((why = check_response(responder, &keys[i],
+					 stored)) != NULL) {
+					log_err("serial %s: stored response %s",
+					    serial_text, why);
+					n_bad++;
+					continue;
+				}
+				n_ok++;
+				if (cert.state != stored->signed_for.state ||
+				    cert.revoked_at !=
+					stored->signed_for.revoked_at)
+					n_due++;
+			}
+		}
+	}
+	(void)printf("certificates=%llu responses_ok=%llu bad=%llu "
+		     "missing=%llu awaiting_status_change=%llu\n",
+	    (unsigned long long)n_certs, (unsigned long long)n_ok,
+	    (unsigned long long)n_bad, (unsigned long long)n_missing,
+	    (unsigned long long)n_due);
+	status = n_bad == 0 ? 0 : 1;
+out:
+	free(stored);
+	X509_free(responder);
+	db_close(db);
+	return status;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -558,8 +1052,11 @@ main(int argc, char **argv)
 	    {"provision", cmd_provision},
 	    {"pubkey", cmd_pubkey},
 	    {"import", cmd_import},
+	    {"import-serials", cmd_import_serials},
 	    {"revoke", cmd_revoke},
 	    {"status", cmd_status},
+	    {"sign", cmd_sign},
+	    {"verify", cmd_verify},
 	};
 	struct conf_error conf_err;
 	struct ctl ctl = {0};

@@ -11,182 +11,40 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "responder/issuer.h"
 #include "responder/log.h"
 
 struct respond {
-	const struct conf *conf;
+	const struct authority *authority;
 	struct db *db;
-	struct issuer issuers[CONF_MAX_ISSUERS];
-	size_t n_issuers;
-	X509 *responder_cert;
-	uint8_t *responder_cert_der;
-	int64_t responder_not_after;
-	struct ocsp_signer signer;
 	struct ocsp_limits limits;
+	respond_store_fn store;
+	void *store_cls;
 };
 
-static int
-asn1_time_to_epoch(const ASN1_TIME *t, int64_t *out)
-{
-	struct tm tm;
-
-	if (ASN1_TIME_to_tm(t, &tm) != 1)
-		return -1;
-	*out = (int64_t)timegm(&tm);
-	return 0;
-}
-
-/* The checks a delegated responder certificate must pass (RFC 6960
- * 4.2.2.2, CA/B Forum BR 7.1.2.8, Mozilla policy 6); a CA signing its own
- * answers needs none of them. */
-static int
-check_responder_cert(
-    struct respond *r, struct hsm *hsm, char *err, size_t err_len)
-{
-	X509 *cert = r->responder_cert;
-	const uint8_t *hsm_spki;
-	unsigned char *cert_spki = NULL;
-	size_t hsm_spki_len;
-	int cert_spki_len, rc = -1;
-	int64_t not_before;
-	time_t now = time(NULL);
-	size_t i;
-	bool is_issuer;
-
-	hsm_get0_public_key(hsm, &hsm_spki, &hsm_spki_len);
-	cert_spki_len = i2d_PUBKEY(X509_get0_pubkey(cert), &cert_spki);
-	if (cert_spki_len <= 0 || (size_t)cert_spki_len != hsm_spki_len ||
-	    memcmp(cert_spki, hsm_spki, hsm_spki_len) != 0) {
-		(void)snprintf(err, err_len,
-		    "responder certificate %s does not hold the public key of "
-		    "the signing key in the token",
-		    r->conf->responder_cert);
-		goto out;
-	}
-	if (asn1_time_to_epoch(X509_get0_notBefore(cert), &not_before) != 0 ||
-	    asn1_time_to_epoch(
-		X509_get0_notAfter(cert), &r->responder_not_after) != 0 ||
-	    not_before > now || r->responder_not_after <= now) {
-		(void)snprintf(err, err_len,
-		    "responder certificate %s is not valid now",
-		    r->conf->responder_cert);
-		goto out;
-	}
-	for (i = 0; i < r->n_issuers; i++) {
-		is_issuer = X509_cmp(cert, r->issuers[i].cert) == 0;
-		if (is_issuer)
-			continue;
-		if (issuer_of_cert(&r->issuers[i], 1, cert) == NULL) {
-			(void)snprintf(err, err_len,
-			    "responder certificate %s was not issued by %s "
-			    "(RFC 6960 4.2.2.2)",
-			    r->conf->responder_cert, r->conf->issuer_certs[i]);
-			goto out;
-		}
-		if ((X509_get_extension_flags(cert) & EXFLAG_XKUSAGE) == 0 ||
-		    (X509_get_extended_key_usage(cert) & XKU_OCSP_SIGN) == 0) {
-			(void)snprintf(err, err_len,
-			    "responder certificate %s lacks the OCSPSigning "
-			    "extended key usage (RFC 6960 4.2.2.2)",
-			    r->conf->responder_cert);
-			goto out;
-		}
-		if (X509_get_ext_by_NID(cert, NID_id_pkix_OCSP_noCheck, -1) <
-		    0) {
-			(void)snprintf(err, err_len,
-			    "responder certificate %s lacks "
-			    "id-pkix-ocsp-nocheck "
-			    "(CA/B Forum BR 7.1.2.8)",
-			    r->conf->responder_cert);
-			goto out;
-		}
-	}
-	if (r->responder_not_after - now < (int64_t)r->conf->validity_s)
-		log_warn("responder certificate %s expires within one validity "
-			 "period: answers end at its notAfter",
-		    r->conf->responder_cert);
-	rc = 0;
-out:
-	OPENSSL_free(cert_spki);
-	ERR_clear_error();
-	return rc;
-}
-
 int
-respond_new(const struct conf *conf, struct db *db, struct hsm *hsm,
-    struct respond **out, char *err, size_t err_len)
+respond_new(const struct authority *authority, struct db *db,
+    respond_store_fn store, void *store_cls, struct respond **out)
 {
-	struct respond *r = NULL;
-	unsigned char *p;
-	int der_len, rc = -1;
-	size_t i;
+	struct respond *r;
 
-	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		(void)snprintf(err, err_len, "out of memory");
-		goto out;
-	}
-	r->conf = conf;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return -1;
+	r->authority = authority;
 	r->db = db;
-	r->limits.max_cert_ids = conf->max_cert_ids;
-	r->limits.max_nonce_len = conf->max_nonce_len;
-	for (i = 0; i < conf->n_issuer_certs; i++) {
-		if (issuer_load(conf->issuer_certs[i], &r->issuers[i], err,
-			err_len) != 0)
-			goto out;
-		r->n_issuers++;
-	}
-	if ((r->responder_cert = issuer_read_cert(conf->responder_cert)) ==
-	    NULL) {
-		(void)snprintf(err, err_len,
-		    "cannot read responder certificate %s",
-		    conf->responder_cert);
-		goto out;
-	}
-	if (check_responder_cert(r, hsm, err, err_len) != 0)
-		goto out;
-	der_len = i2d_X509(r->responder_cert, NULL);
-	if (der_len <= 0 ||
-	    (r->responder_cert_der = malloc((size_t)der_len)) == NULL) {
-		(void)snprintf(
-		    err, err_len, "cannot encode %s", conf->responder_cert);
-		goto out;
-	}
-	p = r->responder_cert_der;
-	if (i2d_X509(r->responder_cert, &p) != der_len ||
-	    issuer_key_hash(r->responder_cert, r->signer.key_hash) != 0) {
-		(void)snprintf(
-		    err, err_len, "cannot encode %s", conf->responder_cert);
-		goto out;
-	}
-	r->signer.hsm = hsm;
-	/* NSS, Java and nginx reject a delegated answer whose signer
-	 * certificate is not in `certs`; leaving it out is for CAs that sign
-	 * with the CA key itself. */
-	if (conf->include_responder_cert) {
-		r->signer.cert_der = r->responder_cert_der;
-		r->signer.cert_der_len = (size_t)der_len;
-	}
+	r->store = store;
+	r->store_cls = store_cls;
+	r->limits.max_cert_ids = authority->conf->max_cert_ids;
+	r->limits.max_nonce_len = authority->conf->max_nonce_len;
 	*out = r;
-	r = NULL;
-	rc = 0;
-out:
-	respond_free(r);
-	ERR_clear_error();
-	return rc;
+	return 0;
 }
 
 void
 respond_free(struct respond *r)
 {
-	size_t i;
-
-	if (r == NULL)
-		return;
-	for (i = 0; i < r->n_issuers; i++)
-		issuer_release(&r->issuers[i]);
-	X509_free(r->responder_cert);
-	free(r->responder_cert_der);
 	free(r);
 }
 
@@ -244,21 +102,22 @@ cert_status_name(enum ocsp_cert_status status)
  * send instead. */
 static enum ocsp_response_status
 status_of_id(const struct respond *r, const struct ocsp_cert_id *id,
-    struct ocsp_single *single)
+    struct ocsp_single *single, struct db_key *key, bool *is_indexed)
 {
 	const struct issuer *issuer;
-	struct db_key key;
 	struct db_cert cert;
 
 	single->id = id;
 	single->status = OCSP_CERT_UNKNOWN;
 	single->revocation_reason = -1;
-	if ((issuer = issuer_find(r->issuers, r->n_issuers, id)) == NULL)
+	*is_indexed = false;
+	if ((issuer = issuer_find(
+		 r->authority->issuers, r->authority->n_issuers, id)) == NULL)
 		return OCSP_STATUS_UNAUTHORIZED;
-	memcpy(key.issuer_id, issuer->id, sizeof(key.issuer_id));
-	memcpy(key.serial, id->serial, id->serial_len);
-	key.serial_len = id->serial_len;
-	switch (db_lookup(r->db, &key, &cert)) {
+	memcpy(key->issuer_id, issuer->id, sizeof(key->issuer_id));
+	memcpy(key->serial, id->serial, id->serial_len);
+	key->serial_len = id->serial_len;
+	switch (db_lookup(r->db, key, &cert)) {
 	case DB_OK:
 		break;
 	case DB_ERR_NOT_FOUND:
@@ -273,6 +132,7 @@ status_of_id(const struct respond *r, const struct ocsp_cert_id *id,
 	case DB_ERR_NO_INDEX:
 		return OCSP_STATUS_INTERNAL_ERROR;
 	}
+	*is_indexed = true;
 	switch (cert.state) {
 	case DB_CERT_GOOD:
 		single->status = OCSP_CERT_GOOD;
@@ -286,6 +146,92 @@ status_of_id(const struct respond *r, const struct ocsp_cert_id *id,
 	return OCSP_STATUS_INTERNAL_ERROR;
 }
 
+/* db_hash_of tells which stored response could answer id: only the hashes
+ * we pre-sign, and only a CertID encoded byte for byte as we encode it,
+ * since the answer echoes the CertID exactly. */
+static bool
+db_hash_of(const struct ocsp_cert_id *id, enum db_hash *out)
+{
+	struct ocsp_cert_id canonical;
+
+	switch (id->hash) {
+	case OCSP_HASH_SHA1:
+		*out = DB_HASH_SHA1;
+		break;
+	case OCSP_HASH_SHA256:
+		*out = DB_HASH_SHA256;
+		break;
+	case OCSP_HASH_SHA384:
+	case OCSP_HASH_SHA512:
+		return false;
+	}
+	if (ocsp_cert_id_encode(id->hash, id->name_hash, id->key_hash,
+		id->serial, id->serial_len, &canonical) != OCSP_OK)
+		return false;
+	return canonical.der_len == id->der_len &&
+	    memcmp(canonical.der, id->der, id->der_len) == 0;
+}
+
+static bool
+is_same_status(const struct db_cert *a, const struct db_cert *b)
+{
+	return a->state == b->state && a->revoked_at == b->revoked_at &&
+	    a->revocation_reason == b->revocation_reason;
+}
+
+/* answer_presigned serves id from the index's pre-signed response when
+ * there is one for exactly this status, still within its validity: the
+ * stored bytes go out as they are, with no parsing and no signing.
+ * Returns false when the caller must sign. */
+static bool
+answer_presigned(const struct respond *r, const struct ocsp_cert_id *id,
+    int64_t now, struct respond_answer *out)
+{
+	const struct issuer *issuer;
+	struct db_response *response = NULL;
+	struct db_key key;
+	struct db_cert cert;
+	enum db_hash hash;
+	bool has_response = false, is_served = false;
+
+	if (!db_hash_of(id, &hash))
+		goto out;
+	if ((issuer = issuer_find(
+		 r->authority->issuers, r->authority->n_issuers, id)) == NULL)
+		goto out;
+	memcpy(key.issuer_id, issuer->id, sizeof(key.issuer_id));
+	memcpy(key.serial, id->serial, id->serial_len);
+	key.serial_len = id->serial_len;
+	if ((response = malloc(sizeof(*response))) == NULL)
+		goto out;
+	if (db_lookup_answer(
+		r->db, &key, hash, &cert, response, &has_response) != DB_OK ||
+	    !has_response)
+		goto out;
+	/* A revocation since signing makes the stored answer wrong: sign
+	 * anew now rather than wait for the refresher. */
+	if (!is_same_status(&cert, &response->signed_for) ||
+	    now < response->this_update || now >= response->next_update)
+		goto out;
+	out->der = response->der;
+	out->der_len = response->der_len;
+	out->owned = (uint8_t *)response;
+	out->status = OCSP_STATUS_SUCCESSFUL;
+	out->cause = "ok";
+	out->source = "presigned";
+	out->this_update = response->this_update;
+	out->next_update = response->next_update;
+	memcpy(out->etag, response->etag, sizeof(out->etag));
+	out->has_etag = true;
+	(void)snprintf(out->statuses, sizeof(out->statuses), "%s",
+	    cert.state == DB_CERT_GOOD ? "good" : "revoked");
+	response = NULL;
+	is_served = true;
+out:
+	free(response);
+	return is_served;
+}
+
 void
 respond_query(const struct respond *r, const uint8_t *der, size_t der_len,
     struct respond_answer *out)
@@ -297,6 +243,11 @@ respond_query(const struct respond *r, const uint8_t *der, size_t der_len,
 	int64_t now, next_update;
 	uint8_t *response = NULL;
 	size_t response_len, i;
+	struct db_key key;
+	struct db_cert signed_for;
+	enum db_hash hash;
+	bool is_indexed = false;
+	unsigned int etag_len;
 	int rc;
 
 	respond_error(OCSP_STATUS_INTERNAL_ERROR, "internal", out);
@@ -311,14 +262,17 @@ respond_query(const struct respond *r, const uint8_t *der, size_t der_len,
 	}
 	out->has_nonce = query->has_nonce;
 	now = (int64_t)time(NULL);
-	/* CA/B Forum BR 4.9.10 counts the validity interval inclusively, so
-	 * the last second of `validity` is thisUpdate + validity - 1; and no
-	 * answer outlives the certificate that vouches for it. */
-	next_update = now + (int64_t)r->conf->validity_s - 1;
-	if (next_update > r->responder_not_after)
-		next_update = r->responder_not_after;
+	append_text(out->serials, sizeof(out->serials),
+	    log_hex(query->ids[0].serial, query->ids[0].serial_len, hex,
+		sizeof(hex)));
+	if (query->n_ids == 1 && !query->has_nonce &&
+	    answer_presigned(r, &query->ids[0], now, out))
+		goto out;
+	out->serials[0] = '\0';
+	next_update = authority_next_update(r->authority, now);
 	for (i = 0; i < query->n_ids; i++) {
-		status = status_of_id(r, &query->ids[i], &singles[i]);
+		status = status_of_id(
+		    r, &query->ids[i], &singles[i], &key, &is_indexed);
 		append_text(out->serials, sizeof(out->serials),
 		    log_hex(query->ids[i].serial, query->ids[i].serial_len, hex,
 			sizeof(hex)));
@@ -335,7 +289,7 @@ respond_query(const struct respond *r, const uint8_t *der, size_t der_len,
 		append_text(out->statuses, sizeof(out->statuses),
 		    cert_status_name(singles[i].status));
 	}
-	rc = ocsp_response_sign(&r->signer, singles, query->n_ids,
+	rc = ocsp_response_sign(&r->authority->signer, singles, query->n_ids,
 	    query->has_nonce ? query->nonce : NULL, query->nonce_len, now,
 	    &response, &response_len);
 	switch (rc) {
@@ -356,6 +310,24 @@ respond_query(const struct respond *r, const uint8_t *der, size_t der_len,
 	out->source = "ondemand";
 	out->this_update = now;
 	out->next_update = next_update;
+	if (EVP_Digest(response, response_len, out->etag, &etag_len,
+		EVP_sha256(), NULL) == 1)
+		out->has_etag = true;
+	/* A plain answer about an indexed certificate is what the
+	 * pre-signer would have made: keep it for the next client. */
+	if (r->store != NULL && query->n_ids == 1 && !query->has_nonce &&
+	    is_indexed && db_hash_of(&query->ids[0], &hash)) {
+		signed_for.state = singles[0].status == OCSP_CERT_REVOKED
+		    ? DB_CERT_REVOKED
+		    : DB_CERT_GOOD;
+		signed_for.revoked_at = signed_for.state == DB_CERT_REVOKED
+		    ? singles[0].revoked_at
+		    : 0;
+		signed_for.revocation_reason = singles[0].revocation_reason;
+		signed_for.not_after = 0;
+		r->store(r->store_cls, &key, hash, &signed_for, response,
+		    response_len, now, next_update);
+	}
 	response = NULL;
 out:
 	free(response);

@@ -11,6 +11,7 @@
 #include "conf/conf.h"
 #include "db/db.h"
 #include "hsm/hsm.h"
+#include "responder/authority.h"
 #include "responder/ocsp.h"
 
 #ifndef MUST_CHECK
@@ -29,21 +30,28 @@ struct respond_answer {
 	bool has_nonce;
 	int64_t this_update; /* successful answers: the validity */
 	int64_t next_update;
+	uint8_t etag[32]; /* SHA-256 of der, when has_etag */
+	bool has_etag;
 	char serials[96];  /* hex serials asked for, for the log */
 	char statuses[64]; /* their statuses, comma-separated */
 };
 
 struct respond;
 
-/* respond_new loads the responder and issuer certificates named by conf
- * and checks them against each other and against the HSM's key (the
- * responder certificate matches the key, is valid now, has the OCSPSigning
- * EKU and id-pkix-ocsp-nocheck, and was issued by every issuer, unless it
- * is the issuer itself). conf, db and hsm are borrowed until
- * respond_free(). On success *out owns the policy, shared read-only by
- * every thread. On failure, returns -1 with the rule that failed in err. */
-int respond_new(const struct conf *conf, struct db *db, struct hsm *hsm,
-    struct respond **out, char *err, size_t err_len) MUST_CHECK;
+/* respond_store_fn receives each answer signed on demand that the
+ * pre-signer would have made (one indexed CertID, no nonce), to store it
+ * for the next client. It is called on a request thread and must not
+ * block; every pointer is borrowed for the call. */
+typedef void (*respond_store_fn)(void *cls, const struct db_key *key,
+    enum db_hash hash, const struct db_cert *signed_for, const uint8_t *der,
+    size_t der_len, int64_t this_update, int64_t next_update);
+
+/* respond_new makes the answering policy over authority and db, both
+ * borrowed until respond_free(). store (may be NULL) with store_cls gets
+ * the answers worth keeping. On success *out is shared read-only by every
+ * thread. Returns 0 or -1 (out of memory). */
+int respond_new(const struct authority *authority, struct db *db,
+    respond_store_fn store, void *store_cls, struct respond **out) MUST_CHECK;
 
 /* respond_free releases r. Accepts NULL. */
 void respond_free(struct respond *r);

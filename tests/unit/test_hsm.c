@@ -1,6 +1,7 @@
 /* test_hsm.c - hsm/ against a real SoftHSM2 token made in a fresh temporary
  * directory: provisioning, the key's attributes read back independently,
- * signatures checked by OpenSSL, every error path, concurrent signing. */
+ * signatures checked by OpenSSL, every error path, concurrent signing,
+ * batches through the session pool, and a token that vanishes mid-batch. */
 /* NOLINTNEXTLINE(bugprone-reserved-identifier): feature macro for nftw() */
 #define _XOPEN_SOURCE 700
 
@@ -32,6 +33,10 @@
 #define N_THREADS      4
 #define N_SIGNATURES   200
 #define N_REOPENS      5
+#define N_BATCH_JOBS   1000
+#define N_PAIR_JOBS    300
+#define N_LONG_JOBS    20000
+#define MAX_MSG_LEN    48
 
 /* The layering check keeps <p11-kit/pkcs11.h> inside hsm/, and this reader
  * is meant to share nothing with hsm.c anyway: it declares the few
@@ -91,6 +96,7 @@ struct ck_token_info {
 struct p11 {
 	void *dl;
 	bool is_initialized;
+	unsigned long slot;
 	unsigned long session;
 	bool has_session;
 	unsigned long (*initialize)(void *);
@@ -295,6 +301,7 @@ p11_open(struct p11 *p, const char *token_label)
 			&p->session) != CKR_OK)
 			goto fail;
 		p->has_session = true;
+		p->slot = slots[i];
 		break;
 	}
 	if (!p->has_session ||
@@ -564,6 +571,7 @@ check_signing(const char *token, const char *key_label, const char *key_id,
 	if (hsm == NULL)
 		return;
 	CHECK(hsm_get_sig_alg(hsm) == sig_alg);
+	CHECK(hsm_get_in_flight(hsm) == HSM_DEFAULT_IN_FLIGHT);
 	CHECK((key = decode_public_key(hsm)) != NULL);
 	CHECK(
 	    EVP_PKEY_is_a(key, sig_alg == HSM_SIG_ECDSA_SHA256 ? "EC" : "RSA"));
@@ -783,6 +791,297 @@ test_token_gone(void)
 	CHECK(open_with(EC_TOKEN, EC_KEY, NULL, "user.pin") == HSM_OK);
 }
 
+/* struct job_set is a batch's jobs and the messages they borrow. */
+struct job_set {
+	struct hsm_job *jobs;
+	char (*msgs)[MAX_MSG_LEN];
+	size_t n;
+};
+
+static bool
+job_set_init(struct job_set *set, size_t n, const char *tag)
+{
+	size_t i;
+	int len;
+
+	set->n = n;
+	set->jobs = calloc(n, sizeof(*set->jobs));
+	set->msgs = calloc(n, sizeof(*set->msgs));
+	if (set->jobs == NULL || set->msgs == NULL)
+		return false;
+	for (i = 0; i < n; i++) {
+		len = snprintf(set->msgs[i], MAX_MSG_LEN, "%s job %zu", tag, i);
+		if (len < 0 || len >= MAX_MSG_LEN)
+			return false;
+		set->jobs[i].msg = (const uint8_t *)set->msgs[i];
+		set->jobs[i].msg_len = (size_t)len;
+	}
+	return true;
+}
+
+static void
+job_set_release(struct job_set *set)
+{
+	free(set->jobs);
+	free(set->msgs);
+	memset(set, 0, sizeof(*set));
+}
+
+/* count_verified counts the jobs that succeeded with a signature OpenSSL
+ * accepts; *out_unavailable, if not NULL, counts those that failed as the
+ * API says they may. */
+static size_t
+count_verified(
+    EVP_PKEY *key, const struct job_set *set, size_t *out_unavailable)
+{
+	const struct hsm_job *job;
+	size_t i, n_good = 0, n_unavailable = 0;
+
+	for (i = 0; i < set->n; i++) {
+		job = &set->jobs[i];
+		if (job->rc == HSM_ERR_UNAVAILABLE)
+			n_unavailable++;
+		if (job->rc == HSM_OK && job->sig_len > 0 &&
+		    job->sig_len <= HSM_MAX_SIGNATURE_LEN &&
+		    verify(key, job->msg, job->msg_len, job->sig, job->sig_len))
+			n_good++;
+	}
+	if (out_unavailable != NULL)
+		*out_unavailable = n_unavailable;
+	return n_good;
+}
+
+/* sign_batch signs n jobs as one batch and counts the good signatures. */
+static size_t
+sign_batch(struct hsm *hsm, EVP_PKEY *key, size_t n, const char *tag)
+{
+	struct job_set set;
+	struct hsm_batch *batch = NULL;
+	size_t n_good = 0;
+
+	CHECK(job_set_init(&set, n, tag));
+	if (set.jobs != NULL && set.msgs != NULL) {
+		CHECK(hsm_batch_start(hsm, set.jobs, set.n, &batch) == HSM_OK);
+		CHECK(hsm_batch_wait(batch) == HSM_OK);
+		n_good = count_verified(key, &set, NULL);
+	}
+	job_set_release(&set);
+	return n_good;
+}
+
+static struct hsm *
+open_pool(const char *token, const char *key_label, unsigned int sessions,
+    unsigned int in_flight)
+{
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+
+	params = params_for(token, key_label, NULL, "user.pin");
+	params.sessions = sessions;
+	params.in_flight = in_flight;
+	CHECK(hsm_open(&params, &hsm) == HSM_OK);
+	return hsm;
+}
+
+/* test_batch_args feeds hsm_batch_start() what it must refuse, and the
+ * edge cases it must take. */
+static void
+test_batch_args(struct hsm *hsm, EVP_PKEY *key)
+{
+	struct hsm_batch *batch = NULL;
+	struct hsm_job jobs[2];
+
+	memset(jobs, 0, sizeof(jobs));
+	jobs[0].msg = (const uint8_t *)"x";
+	jobs[0].msg_len = 1;
+	jobs[1].msg_len = 1;              /* NULL msg */
+	batch = (struct hsm_batch *)jobs; /* must be reset to NULL */
+	CHECK(hsm_batch_start(hsm, jobs, 2, &batch) == HSM_ERR_ARG &&
+	    batch == NULL);
+	CHECK(hsm_batch_start(NULL, jobs, 1, &batch) == HSM_ERR_ARG &&
+	    batch == NULL);
+	CHECK(hsm_batch_start(hsm, NULL, 1, &batch) == HSM_ERR_ARG &&
+	    batch == NULL);
+	CHECK(hsm_batch_start(hsm, jobs, 1, NULL) == HSM_ERR_ARG);
+	CHECK(hsm_batch_wait(NULL) == HSM_ERR_ARG);
+
+	CHECK(hsm_batch_start(hsm, NULL, 0, &batch) == HSM_OK);
+	CHECK(batch != NULL && hsm_batch_wait(batch) == HSM_OK);
+	/* An empty message is a message. */
+	jobs[1].msg_len = 0;
+	CHECK(hsm_batch_start(hsm, jobs, 2, &batch) == HSM_OK);
+	CHECK(hsm_batch_wait(batch) == HSM_OK);
+	CHECK(jobs[0].rc == HSM_OK &&
+	    verify(key, "x", 1, jobs[0].sig, jobs[0].sig_len));
+	CHECK(jobs[1].rc == HSM_OK &&
+	    verify(key, "", 0, jobs[1].sig, jobs[1].sig_len));
+}
+
+/* test_batch signs through a pool smaller than the workers: one big
+ * batch, two queued at once and waited for in reverse order, and
+ * hsm_sign() from several threads while a batch runs. */
+static void
+test_batch(const char *token, const char *key_label)
+{
+	struct worker workers[N_THREADS];
+	struct job_set sets[2];
+	struct hsm_batch *batches[2] = {NULL, NULL};
+	struct hsm *hsm;
+	EVP_PKEY *key = NULL;
+	int i;
+
+	if ((hsm = open_pool(token, key_label, 4, 8)) == NULL)
+		return;
+	CHECK(hsm_get_in_flight(hsm) == 8);
+	CHECK((key = decode_public_key(hsm)) != NULL);
+	test_batch_args(hsm, key);
+	CHECK(sign_batch(hsm, key, N_BATCH_JOBS, "single") == N_BATCH_JOBS);
+
+	CHECK(job_set_init(&sets[0], N_PAIR_JOBS, "first"));
+	CHECK(job_set_init(&sets[1], N_PAIR_JOBS, "second"));
+	for (i = 0; i < 2; i++)
+		CHECK(hsm_batch_start(
+			  hsm, sets[i].jobs, sets[i].n, &batches[i]) == HSM_OK);
+	for (i = 1; i >= 0; i--) {
+		CHECK(hsm_batch_wait(batches[i]) == HSM_OK);
+		CHECK(count_verified(key, &sets[i], NULL) == N_PAIR_JOBS);
+	}
+	job_set_release(&sets[0]);
+	job_set_release(&sets[1]);
+
+	/* hsm_sign()'s urgent jobs overtake the batch's. */
+	CHECK(job_set_init(&sets[0], N_BATCH_JOBS, "bulk"));
+	CHECK(hsm_batch_start(hsm, sets[0].jobs, sets[0].n, &batches[0]) ==
+	    HSM_OK);
+	for (i = 0; i < N_THREADS; i++) {
+		workers[i] = (struct worker){.hsm = hsm, .key = key, .id = i};
+		workers[i].is_started = pthread_create(&workers[i].thread, NULL,
+					    sign_many, &workers[i]) == 0;
+		CHECK(workers[i].is_started);
+	}
+	for (i = 0; i < N_THREADS; i++) {
+		if (!workers[i].is_started)
+			continue;
+		CHECK(pthread_join(workers[i].thread, NULL) == 0);
+		CHECK(workers[i].n_good == N_SIGNATURES);
+	}
+	CHECK(hsm_batch_wait(batches[0]) == HSM_OK);
+	CHECK(count_verified(key, &sets[0], NULL) == N_BATCH_JOBS);
+	job_set_release(&sets[0]);
+	EVP_PKEY_free(key);
+	hsm_close(hsm);
+}
+
+/* test_small_pools: one worker on one session, and many workers taking
+ * turns on one session. */
+static void
+test_small_pools(void)
+{
+	static const unsigned int sizes[][2] = {{1, 1}, {1, 8}, {3, 1}};
+	uint8_t sig[HSM_MAX_SIGNATURE_LEN];
+	size_t i, sig_len = 0;
+	struct hsm *hsm;
+	EVP_PKEY *key;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		hsm = open_pool(EC_TOKEN, EC_KEY, sizes[i][0], sizes[i][1]);
+		if (hsm == NULL)
+			continue;
+		CHECK(hsm_get_in_flight(hsm) == sizes[i][1]);
+		CHECK((key = decode_public_key(hsm)) != NULL);
+		CHECK(sign_batch(hsm, key, 50, "small") == 50);
+		CHECK(hsm_sign(hsm, (const uint8_t *)"a", 1, sig, &sig_len) ==
+		    HSM_OK);
+		CHECK(verify(key, "a", 1, sig, sig_len));
+		EVP_PKEY_free(key);
+		hsm_close(hsm);
+	}
+}
+
+/* test_pool_limits: sizes over our caps, and a pool the token cannot
+ * hold. */
+static void
+test_pool_limits(void)
+{
+	struct ck_token_info info;
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+	unsigned long max_sessions = 0;
+	struct p11 p;
+
+	params = params_for(EC_TOKEN, EC_KEY, NULL, "user.pin");
+	params.sessions = HSM_MAX_SESSIONS + 1;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG && hsm == NULL);
+	params.sessions = 0;
+	params.in_flight = HSM_MAX_IN_FLIGHT + 1;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG && hsm == NULL);
+
+	CHECK(p11_open(&p, EC_TOKEN));
+	if (p.dl == NULL)
+		return;
+	CHECK(p.get_token_info(p.slot, &info) == CKR_OK);
+	max_sessions = info.counts[0]; /* ulMaxSessionCount */
+	p11_close(&p);
+	/* SoftHSM2 says CK_EFFECTIVELY_INFINITE (0); a module that states
+	 * no limit, or none at all (~0), cannot be tested here. */
+	if (max_sessions == 0 || max_sessions == ~0UL)
+		return;
+	/* max_sessions of our own would make one too many with libp11's. */
+	params.in_flight = 0;
+	params.sessions = (unsigned int)max_sessions;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG && hsm == NULL);
+}
+
+/* test_token_gone_mid_batch takes the token's files away while a long
+ * batch runs: the jobs left fail as HSM_ERR_UNAVAILABLE, those done before
+ * verify, and nothing hangs. Once the files are back, SoftHSM2 knows the
+ * key by a new handle: finding it again is for the recovery still to
+ * come, so signing then may fail, but only as HSM_ERR_UNAVAILABLE. */
+static void
+test_token_gone_mid_batch(void)
+{
+	struct job_set first, second;
+	struct hsm_batch *batches[2] = {NULL, NULL};
+	struct hsm *hsm;
+	EVP_PKEY *key = NULL;
+	char tokens[256], moved[256];
+	uint8_t sig[HSM_MAX_SIGNATURE_LEN];
+	size_t sig_len = 0, n_good, n_unavailable = 0;
+	bool is_moved;
+	int rc;
+
+	if ((hsm = open_pool(EC_TOKEN, EC_KEY, 4, 8)) == NULL)
+		return;
+	CHECK((key = decode_public_key(hsm)) != NULL);
+	CHECK(job_set_init(&first, 100, "before"));
+	CHECK(job_set_init(&second, N_LONG_JOBS, "during"));
+	CHECK(hsm_batch_start(hsm, first.jobs, first.n, &batches[0]) == HSM_OK);
+	CHECK(
+	    hsm_batch_start(hsm, second.jobs, second.n, &batches[1]) == HSM_OK);
+	/* The second batch has just begun when the first is done. */
+	CHECK(hsm_batch_wait(batches[0]) == HSM_OK);
+	is_moved = rename(path_in(tokens, sizeof(tokens), "tokens"),
+		       path_in(moved, sizeof(moved), "tokens.gone")) == 0;
+	CHECK(is_moved);
+	CHECK(hsm_batch_wait(batches[1]) == HSM_ERR_UNAVAILABLE);
+	n_good = count_verified(key, &second, &n_unavailable);
+	CHECK(n_unavailable > 0);
+	CHECK(n_good + n_unavailable == N_LONG_JOBS);
+	CHECK(hsm_sign(hsm, (const uint8_t *)"a", 1, sig, &sig_len) ==
+	    HSM_ERR_UNAVAILABLE);
+	CHECK(ERR_peek_error() == 0);
+
+	if (is_moved)
+		CHECK(rename(moved, tokens) == 0);
+	rc = hsm_sign(hsm, (const uint8_t *)"b", 1, sig, &sig_len);
+	CHECK(rc == HSM_ERR_UNAVAILABLE ||
+	    (rc == HSM_OK && verify(key, "b", 1, sig, sig_len)));
+	job_set_release(&first);
+	job_set_release(&second);
+	EVP_PKEY_free(key);
+	hsm_close(hsm);
+}
+
 static void
 test_strerror(void)
 {
@@ -811,7 +1110,12 @@ main(void)
 	test_reopen();
 	test_threads(EC_TOKEN, EC_KEY);
 	test_threads(RSA_TOKEN, RSA_KEY);
+	test_batch(EC_TOKEN, EC_KEY);
+	test_batch(RSA_TOKEN, RSA_KEY);
+	test_small_pools();
+	test_pool_limits();
 	test_token_gone();
+	test_token_gone_mid_batch();
 	test_strerror();
 	hsm_close(NULL);
 	cleanup();
