@@ -4,7 +4,7 @@
 set -e
 PKGS="make gcc clang libclang-rt-14-dev pkg-config openssl libssl-dev libp11-dev
       libp11-kit-dev libmicrohttpd-dev liblmdb-dev lmdb-utils softhsm2 curl
-      ca-certificates"
+      ca-certificates faketime wrk time"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
