@@ -28,7 +28,7 @@ RESP_SRCS = responder/log.c responder/ocsp.c responder/issuer.c \
 LIB_SRCS  = $(CONF_SRCS) $(DB_SRCS) $(HSM_SRCS) $(RESP_SRCS)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 
-UNIT_TESTS = test_conf test_db test_hsm test_ocsp test_http
+UNIT_TESTS = test_conf test_db test_hsm test_ocsp test_http test_presign
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/%)
 BINS       = $(BUILD)/ocsp-responder $(BUILD)/ocspctl
 

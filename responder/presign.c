@@ -109,11 +109,17 @@ presign_refresh_at(struct presign *p, int64_t this_update, int64_t next_update)
 	int64_t after = validity * (int64_t)conf->refresh_percent / 100;
 	int64_t jitter_max =
 	    validity * (int64_t)conf->refresh_jitter_percent / 100;
+	int64_t before_next;
 
+	/* BR 4.9.10: under sixteen hours of validity, update at least half
+	 * of it before nextUpdate; from sixteen hours, at least eight hours
+	 * before nextUpdate and within four days of thisUpdate. */
+	before_next = validity < 2 * BR_MIN_BEFORE_NEXT ? validity / 2
+							: BR_MIN_BEFORE_NEXT;
 	if (after > BR_MAX_REFRESH_S)
 		after = BR_MAX_REFRESH_S;
-	if (after > validity - BR_MIN_BEFORE_NEXT)
-		after = validity - BR_MIN_BEFORE_NEXT;
+	if (after > validity - before_next)
+		after = validity - before_next;
 	if (jitter_max > 0)
 		after -= (int64_t)(next_random(&p->jitter_state) %
 		    (uint64_t)jitter_max);
