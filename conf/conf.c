@@ -102,6 +102,8 @@ static const struct conf_key keys[] = {
 	false},
     {"hsm_in_flight", "4", MEMBER(hsm_in_flight), 1, 1024, 0, CONF_T_COUNT,
 	false, false},
+    {"hsm_processes", "1", MEMBER(hsm_processes), 1, 64, 0, CONF_T_COUNT,
+	false, false},
 };
 
 /* struct parser is the state of one conf_load() call. */

@@ -60,6 +60,7 @@ struct conf {
 	size_t sign_batch;      /* sign_batch: signatures per batch, 256 */
 	unsigned hsm_sessions;  /* hsm_sessions: PKCS#11 session pool, 4 */
 	unsigned hsm_in_flight; /* hsm_in_flight: signatures in flight, 4 */
+	unsigned hsm_processes; /* hsm_processes: signer processes, 1 */
 };
 
 /* struct conf_error says where a file failed: line is 0 when the failure is

@@ -52,9 +52,9 @@ static CK_FUNCTION_LIST shim_list;
 /* Set once by load_real_module(), then only read: no lock needed. */
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static CK_FUNCTION_LIST_PTR real_list;
-static char *control_path; /* NULL: no control file */
 
-/* Set by each successful C_Initialize, read by every signing thread. */
+/* PKCS11_SHIM_SIGN_DELAY_US, read by each C_Initialize and stored when the
+ * real one succeeds; read by every signing thread. */
 static atomic_ulong sign_delay_us;
 
 /* load_real_module dlopens the real module and takes its function list.
@@ -66,14 +66,11 @@ load_real_module(void)
 {
 	CK_C_GetFunctionList get_function_list;
 	CK_FUNCTION_LIST_PTR list = NULL;
-	const char *path, *control;
+	const char *path;
 	void *dl, *sym;
 
 	if ((path = getenv("PKCS11_SHIM_MODULE")) == NULL || path[0] == '\0')
 		path = DEFAULT_MODULE;
-	if ((control = getenv("PKCS11_SHIM_CONTROL")) != NULL &&
-	    control[0] != '\0' && (control_path = strdup(control)) == NULL)
-		return;
 	if ((dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
 		(void)fprintf(stderr, "pkcs11-shim: cannot load %s: %s\n", path,
 		    dlerror());
@@ -157,18 +154,21 @@ delay_signature(void)
 		sleep_us(us);
 }
 
-/* read_fault reads the control file. A missing or empty file reads as
- * FAULT_NONE: a test rewriting it with `echo word >file` truncates it
- * first, and a reader in between must not fail. */
+/* read_fault reads the control file named by PKCS11_SHIM_CONTROL. No
+ * variable, or a missing or empty file, reads as FAULT_NONE: a test
+ * rewriting it with `echo word >file` truncates it first, and a reader in
+ * between must not fail. The variable is read on each call, with no copy
+ * to free if we are unloaded; nothing in a test process calls setenv(). */
 static enum fault
 read_fault(void)
 {
+	const char *control_path = getenv("PKCS11_SHIM_CONTROL");
 	char buf[CONTROL_MAX_LEN + 1];
 	size_t len = 0, start = 0;
 	ssize_t n;
 	int fd;
 
-	if (control_path == NULL)
+	if (control_path == NULL || control_path[0] == '\0')
 		return FAULT_NONE;
 	fd = open(control_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd == -1)
@@ -232,9 +232,11 @@ check_fault(void)
 }
 
 /* abandon_sign ends the signing operation active in session after a
- * fault injected into C_Sign: PKCS#11 v2.40 §5.11 says a failed C_Sign
- * ends it, and a real token would then accept the next C_SignInit. The
- * real module only ends it by signing, so it signs into scratch space. */
+ * fault injected into C_Sign. PKCS#11 v2.40 (C_Sign): a call "always
+ * terminates the active signing operation" unless it returns
+ * CKR_BUFFER_TOO_SMALL or succeeds in asking the length, so a real token
+ * would accept the next C_SignInit. SoftHSM2 ends an operation only by
+ * finishing it, so we sign into scratch space and throw that away. */
 static void
 abandon_sign(CK_FUNCTION_LIST_PTR real, CK_SESSION_HANDLE session,
     CK_BYTE_PTR data, CK_ULONG data_len)
@@ -296,7 +298,7 @@ C_GetInfo(CK_INFO_PTR info)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	if ((rv = real->C_GetInfo(info)) != CKR_OK)
 		return rv;
-	/* Blank-padded, not NUL-terminated (PKCS#11 v2.40 §3.1). */
+	/* Blank-padded, not NUL-terminated, as CK_INFO's strings are. */
 	memset(info->libraryDescription, ' ', sizeof(info->libraryDescription));
 	memcpy(info->libraryDescription, DESCRIPTION, sizeof(DESCRIPTION) - 1);
 	return CKR_OK;
@@ -1070,7 +1072,7 @@ C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved)
 	return real->C_WaitForSlotEvent(flags, slot, reserved);
 }
 
-/* Every entry, in CK_FUNCTION_LIST order (PKCS#11 v2.40 §5.2). */
+/* All 68 entries of a PKCS#11 v2.40 CK_FUNCTION_LIST, in its order. */
 static CK_FUNCTION_LIST shim_list = {
     .version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR},
     .C_Initialize = C_Initialize,
