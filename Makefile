@@ -32,7 +32,7 @@ UNIT_TESTS = test_conf test_db test_hsm test_ocsp test_http test_presign
 UNIT_BINS  = $(UNIT_TESTS:%=$(BUILD)/%)
 BINS       = $(BUILD)/ocsp-responder $(BUILD)/ocspctl
 
-.PHONY: all deps run demo test test-build asan unit integration layering \
+.PHONY: all deps run demo test test-build asan unit integration layering bench \
         format format-check lint check clean fuzz
 
 all: $(BINS) $(UNIT_BINS)
@@ -90,6 +90,11 @@ asan: deps
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" all
 	@tests/run-all.sh build-asan
+
+# The signing benchmarks: figures, never pass/fail (minutes; not in test).
+bench: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/token_speed $(BUILD)/libpkcs11-shim.so
+	@tests/bench/bench.sh $(BUILD)
 
 unit: all
 	@tests/run-all.sh --unit-only $(BUILD)

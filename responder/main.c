@@ -67,6 +67,7 @@ open_token(const struct conf *conf)
 	    .pin_file = conf->pin_file,
 	    .sessions = conf->hsm_sessions,
 	    .in_flight = conf->hsm_in_flight,
+	    .processes = conf->hsm_processes,
 	};
 	struct hsm *hsm = NULL;
 	int rc;

@@ -800,6 +800,7 @@ open_signing_key(struct ctl *ctl)
 	    .pin_file = ctl->conf->pin_file,
 	    .sessions = ctl->conf->hsm_sessions,
 	    .in_flight = ctl->conf->hsm_in_flight,
+	    .processes = ctl->conf->hsm_processes,
 	};
 	struct hsm *hsm = NULL;
 	int rc;
