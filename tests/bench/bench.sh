@@ -91,7 +91,7 @@ machine() {
 cpu_speed() { # ALG: openssl speed, signatures per second
 	local alg=$1 n
 	n=$(nproc)
-	openssl speed -seconds 3 -multi "$n" "$alg" 2>/dev/null |
+	openssl speed -elapsed -seconds 3 -multi "$n" "$alg" 2>/dev/null |
 		awk -v alg="$alg" '
 		alg == "ecdsap256" && /256 bits ecdsa \(nistp256\)/ { print $(NF - 1); exit }
 		alg == "rsa2048" && /^rsa 2048 bits/ { print $(NF - 1); exit }'

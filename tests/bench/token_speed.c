@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -82,6 +83,7 @@ struct report {
 	uint32_t key_bits;
 	uint32_t pad;
 	uint64_t sigs;
+	double cpu_s; /* user and system time of the process while signing */
 };
 
 /* The state one process shares with its signing threads. */
@@ -108,11 +110,19 @@ struct worker {
 	CK_RV rv;
 };
 
+/* What one run measured. */
+struct result {
+	double rate;           /* signatures per second of wall-clock time */
+	double cpu_us_per_sig; /* CPU time the signing processes used */
+	struct report key;     /* key_kind and key_bits describe the key */
+};
+
 /* One (threads, procs) point of the sweep and its runs. */
 struct point {
 	int threads;
 	int procs;
 	double rates[MAX_RUNS];
+	double cpu_us[MAX_RUNS];
 };
 
 static void
@@ -131,6 +141,18 @@ usage(void)
 	    "  medians\n",
 	    SWEEP_RUNS);
 	exit(2);
+}
+
+/* cpu_s returns the user and system time this process has used. */
+static double
+cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0.0;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static double
@@ -625,6 +647,7 @@ run_child(const struct opts *o, int ready_fd, int go_fd, int report_fd)
 	ready_fd = -1;
 	c.is_aborted = ready != READY_OK || read_all(go_fd, &go, 1) != 0;
 	(void)pthread_barrier_wait(&c.go);
+	r.cpu_s = -cpu_s();
 	if (!c.is_aborted)
 		sleep_until(now_s() + o->seconds);
 	atomic_store(&c.stop, true);
@@ -638,6 +661,7 @@ run_child(const struct opts *o, int ready_fd, int go_fd, int report_fd)
 		}
 		r.sigs += workers[i].sigs;
 	}
+	r.cpu_s += cpu_s();
 	if (write_all(report_fd, &r, sizeof(r)) == 0 && r.is_ok)
 		status = 0;
 	(void)close(report_fd);
@@ -664,10 +688,9 @@ out:
 }
 
 /* run_once measures one (threads, procs) point: it forks o->procs children,
- * starts them together once all are ready, and sets *out_rate to their
+ * starts them together once all are ready, and sets out->rate to their
  * signatures over the wall-clock time from the start to the last report.
- * It prints the run's line on log. *out_report describes the key. Returns
- * 0, or -1 if any child failed.
+ * It prints the run's line on log. Returns 0, or -1 if any child failed.
  *
  * The children set up one at a time. SoftHSM 2.6.1 rewrites token.object
  * on every C_Login and drops the file lock before its stdio buffer reaches
@@ -675,20 +698,19 @@ out:
  * so a process initialising meanwhile may read it empty and not see the
  * token at all. */
 static int
-run_once(const struct opts *o, FILE *log, double *out_rate,
-    struct report *out_report)
+run_once(const struct opts *o, FILE *log, struct result *out)
 {
-	pid_t pids[MAX_PROCS];
+	pid_t pids[MAX_PROCS], waited;
 	int ready_pipe[2] = {-1, -1}, go_pipe[2] = {-1, -1};
 	int report_pipe[2] = {-1, -1};
 	struct report r;
 	uint64_t sigs = 0;
-	double start_s, end_s;
+	double start_s, end_s, used_s = 0.0;
 	char ready, abort_bytes[MAX_PROCS];
-	int i, n_forked = 0, n_reports = 0, status, rc = -1;
+	int i, n_forked = 0, n_reports = 0, status = 0, rc = -1;
 	bool is_ready = true;
 
-	memset(out_report, 0, sizeof(*out_report));
+	memset(out, 0, sizeof(*out));
 	if (pipe(go_pipe) != 0 || pipe(report_pipe) != 0) {
 		perror("token_speed: pipe");
 		goto out;
@@ -742,23 +764,29 @@ run_once(const struct opts *o, FILE *log, double *out_rate,
 	    read_all(report_pipe[0], &r, sizeof(r)) == sizeof(r)) {
 		n_reports++;
 		sigs += r.sigs;
+		used_s += r.cpu_s;
 		if (r.is_ok)
-			*out_report = r;
+			out->key = r;
 		else
 			is_ready = false;
 	}
 	end_s = now_s();
 	for (i = 0; i < n_forked; i++) {
-		while (waitpid(pids[i], &status, 0) == -1 && errno == EINTR)
+		while ((waited = waitpid(pids[i], &status, 0)) == -1 &&
+		    errno == EINTR)
 			;
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		if (waited == -1 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status) != 0)
 			is_ready = false;
 	}
 	if (!is_ready || n_reports != o->procs)
 		goto out;
-	*out_rate = (double)sigs / (end_s - start_s);
-	(void)fprintf(log, "threads=%d procs=%d sigs=%llu rate=%.1f/s\n",
-	    o->threads, o->procs, (unsigned long long)sigs, *out_rate);
+	out->rate = (double)sigs / (end_s - start_s);
+	out->cpu_us_per_sig = sigs > 0 ? used_s * 1e6 / (double)sigs : 0.0;
+	(void)fprintf(log,
+	    "threads=%d procs=%d sigs=%llu rate=%.1f/s cpu_us_per_sig=%.1f\n",
+	    o->threads, o->procs, (unsigned long long)sigs, out->rate,
+	    out->cpu_us_per_sig);
 	(void)fflush(log);
 	rc = 0;
 out:
@@ -818,10 +846,11 @@ name_key(const struct report *r, char *out, size_t out_len)
 static int
 sweep(struct opts *o)
 {
-	struct point points[] = {{1, 1, {0}}, {2, 1, {0}}, {4, 1, {0}},
-	    {8, 1, {0}}, {1, 2, {0}}, {1, 4, {0}}, {2, 2, {0}}};
+	struct point points[] = {{1, 1, {0}, {0}}, {2, 1, {0}, {0}},
+	    {4, 1, {0}, {0}}, {8, 1, {0}, {0}}, {1, 2, {0}, {0}},
+	    {1, 4, {0}, {0}}, {2, 2, {0}, {0}}};
 	const size_t n_points = sizeof(points) / sizeof(points[0]);
-	struct report r = {0};
+	struct result res = {0};
 	char alg[32];
 	double m, best = -1.0;
 	size_t best_i = 0, i;
@@ -831,20 +860,23 @@ sweep(struct opts *o)
 		for (i = 0; i < n_points; i++) {
 			o->threads = points[i].threads;
 			o->procs = points[i].procs;
-			if (run_once(o, stderr, &points[i].rates[run], &r) !=
-			    0) {
+			if (run_once(o, stderr, &res) != 0) {
 				(void)fprintf(stderr,
 				    "token_speed: run with threads=%d "
 				    "procs=%d failed\n",
 				    o->threads, o->procs);
 				return 1;
 			}
+			points[i].rates[run] = res.rate;
+			points[i].cpu_us[run] = res.cpu_us_per_sig;
 		}
 	}
 	for (i = 0; i < n_points; i++) {
 		m = median(points[i].rates, (size_t)o->runs);
-		(void)printf("median threads=%d procs=%d rate=%.1f/s (runs",
-		    points[i].threads, points[i].procs, m);
+		(void)printf("median threads=%d procs=%d rate=%.1f/s "
+			     "cpu_us_per_sig=%.1f (runs",
+		    points[i].threads, points[i].procs, m,
+		    median(points[i].cpu_us, (size_t)o->runs));
 		for (run = 0; run < o->runs; run++)
 			(void)printf(" %.1f", points[i].rates[run]);
 		(void)printf(")\n");
@@ -853,7 +885,7 @@ sweep(struct opts *o)
 			best_i = i;
 		}
 	}
-	name_key(&r, alg, sizeof(alg));
+	name_key(&res.key, alg, sizeof(alg));
 	(void)printf("best rate=%.1f/s (threads=%d procs=%d)\n", best,
 	    points[best_i].threads, points[best_i].procs);
 	(void)printf("BENCH token_raw_%s %.1f\n", alg, best);
@@ -864,13 +896,12 @@ int
 main(int argc, char **argv)
 {
 	struct opts o;
-	struct report r;
-	double rate;
+	struct result res;
 
 	parse_args(argc, argv, &o);
 	/* A child that dies must not take the parent with it. */
 	(void)signal(SIGPIPE, SIG_IGN);
 	if (o.is_sweep)
 		return sweep(&o);
-	return run_once(&o, stdout, &rate, &r) == 0 ? 0 : 1;
+	return run_once(&o, stdout, &res) == 0 ? 0 : 1;
 }
