@@ -1,6 +1,7 @@
 #!/bin/bash
 # run-all.sh - runs every test suite of one or more build directories: each
-# unit test binary BUILD_DIR/test_*, then tests/integration/run.sh BUILD_DIR.
+# unit test binary BUILD_DIR/test_*, then tests/integration/run.sh BUILD_DIR
+# and tests/integration/presign.sh BUILD_DIR.
 # Each suite ends with `N passed, N failed`; this script prints one line per
 # suite, then `TOTAL: N passed, N failed` and, last, `N passed, N failed`,
 # which CI reads. It exits non-zero if any suite failed, crashed or printed
@@ -135,6 +136,7 @@ for build in "$@"; do
 	fi
 	if [ "$INTEGRATION" -eq 1 ]; then
 		run_suite "integration ($build)" tests/integration/run.sh "$build"
+		run_suite "presign ($build)" tests/integration/presign.sh "$build"
 	fi
 done
 
