@@ -1,7 +1,11 @@
 /* hsm.c - the signing service over a PKCS#11 token: libp11 loads the
  * module, finds the token and the key and logs in; signing and provisioning
  * speak raw PKCS#11, as libp11 0.4.12 neither lets us choose its sessions
- * nor generates EC keys. Nothing here prints; callers log hsm_strerror(). */
+ * nor generates EC keys. Batches may also go to helper processes over a
+ * socket. Nothing here prints; callers log hsm_strerror(). */
+/* NOLINTNEXTLINE(bugprone-reserved-identifier): close_range() is GNU's */
+#define _GNU_SOURCE
+
 #include "hsm/hsm.h"
 
 #include <dlfcn.h>
@@ -9,10 +13,16 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <libp11.h>
@@ -35,6 +45,17 @@
 #define RSA_PUBLIC_EXPONENT 0x01, 0x00, 0x01 /* 65537 */
 #define SHA256_LEN          32
 #define MAX_EC_FIELD_LEN    66 /* P-521; hsm_open() accepts only P-256 */
+
+/* The helpers' protocol; see put_u32(). */
+#define HELLO_ID           UINT32_MAX /* a helper's first reply: no job's */
+#define REQUEST_HEADER_LEN 8          /* job id, message length */
+#define REPLY_HEADER_LEN   12         /* job id, rc, signature length */
+#define MAX_HELLO_LEN      4096       /* the SubjectPublicKeyInfo in it */
+#define RECEIVE_BUF_LEN    65536
+#define MAX_IOV            512   /* per sendmsg(); Linux takes 1024 */
+#define WINDOW_PER_WORKER  2     /* a helper's jobs in flight per worker */
+#define MIN_WINDOW         32    /* and at least, so replies go in bunches */
+#define MAX_CLOSED_FD      65536 /* without close_range(), close up to it */
 
 /* RFC 8017 §9.2 note 1: the DER DigestInfo of a SHA-256 digest is this
  * prefix, then the 32 bytes of the digest. */
@@ -59,6 +80,47 @@ struct hsm_batch {
 	bool is_failed;         /* some job's rc is not HSM_OK */
 	pthread_cond_t done;    /* n_done reached n_jobs */
 	struct hsm_batch *next; /* in its queue */
+	/* A helper's requests, a batch no one waits for: the worker calls
+	 * on_done, without the lock, once each job is signed, and the
+	 * last call may free the batch. Such a batch has no done
+	 * condition, and its owner lets every one finish before
+	 * hsm_close(). */
+	void (*on_done)(struct hsm_batch *batch, struct hsm_job *job);
+};
+
+/* struct remote_slot is one place in a helper's window: the job whose
+ * id is its index, or NULL. */
+struct remote_slot {
+	struct hsm_batch *batch;
+	struct hsm_job *job;
+};
+
+/* struct helper is a helper process seen from the parent: its socket, a
+ * sender that keeps its window of jobs full from the bulk queue and a
+ * receiver that completes them. The fields after fd belong to hsm->lock. */
+struct helper {
+	struct hsm *hsm;
+	pid_t pid;     /* 0: never started */
+	int fd;        /* -1: closed */
+	bool is_ready; /* it said hello with HSM_OK */
+	bool is_cond_ready;
+	uint8_t *spki; /* the public key it found, from its hello */
+	size_t spki_len;
+	bool has_sender;
+	bool has_receiver;
+	pthread_t sender;
+	pthread_t receiver;
+	/* wake: room in the window or a bulk job for the sender, is_dead,
+	 * hsm->is_stopping, or is_sending gone for a dying receiver. */
+	pthread_cond_t wake;
+	struct remote_slot *slots; /* [window] */
+	uint32_t *free_ids;        /* [window], free_ids[0..n_free_ids) */
+	unsigned int window;
+	unsigned int n_free_ids;
+	struct iovec *iov;                      /* [2 * window], the sender's */
+	uint8_t (*headers)[REQUEST_HEADER_LEN]; /* [window], the sender's */
+	bool is_sending; /* the sender reads the messages of its jobs */
+	bool is_dead;    /* not to be used again */
 };
 
 struct hsm {
@@ -98,6 +160,11 @@ struct hsm {
 	unsigned int n_sessions;
 	unsigned int n_free;
 	bool is_stopping;
+
+	/* The helper processes, with processes > 1. */
+	struct helper *helpers;
+	unsigned int n_helpers;
+	atomic_uint n_helpers_live; /* not lost */
 };
 
 /* read_pin copies the PIN stored in path into pin (PIN_BUF_LEN bytes) as a
@@ -666,13 +733,11 @@ finish_jobs(struct hsm_batch *batch, size_t n, int rc)
 		(void)pthread_cond_signal(&batch->done);
 }
 
-/* take_job hands out the next job, urgent ones first, and returns its
- * batch. Call it with hsm->lock held and a job queued. */
+/* take_job hands out the next job of queue, which has one, and returns
+ * its batch. Call it with hsm->lock held. */
 static struct hsm_batch *
-take_job(struct hsm *hsm, struct hsm_job **out)
+take_job(struct queue *queue, struct hsm_job **out)
 {
-	struct queue *queue =
-	    hsm->urgent.head != NULL ? &hsm->urgent : &hsm->bulk;
 	struct hsm_batch *batch = queue->head;
 
 	*out = &batch->jobs[batch->n_taken++];
@@ -695,6 +760,7 @@ run_worker(void *arg)
 	struct hsm *hsm = arg;
 	struct hsm_batch *batch;
 	struct hsm_job *job;
+	void (*on_done)(struct hsm_batch *, struct hsm_job *);
 	CK_SESSION_HANDLE session;
 	int rc;
 
@@ -706,16 +772,23 @@ run_worker(void *arg)
 			(void)pthread_cond_wait(&hsm->work, &hsm->lock);
 		if (hsm->is_stopping)
 			break;
-		batch = take_job(hsm, &job);
+		batch = take_job(
+		    hsm->urgent.head != NULL ? &hsm->urgent : &hsm->bulk, &job);
 		session = hsm->pool[--hsm->n_free];
 		(void)pthread_mutex_unlock(&hsm->lock);
 
 		rc = sign_job(hsm, &session, job);
 		job->rc = rc;
+		/* Set before the batch was queued, so read without the lock;
+		 * the batch may be gone after the call. */
+		on_done = batch->on_done;
+		if (on_done != NULL)
+			on_done(batch, job);
 
 		(void)pthread_mutex_lock(&hsm->lock);
 		hsm->pool[hsm->n_free++] = session;
-		finish_jobs(batch, 1, rc);
+		if (on_done == NULL)
+			finish_jobs(batch, 1, rc);
 	}
 	(void)pthread_mutex_unlock(&hsm->lock);
 	return NULL;
@@ -768,7 +841,8 @@ fail_queue(struct queue *queue)
 }
 
 /* stop_workers fails the jobs still queued, lets the workers finish the
- * signatures they are making, and joins them. */
+ * signatures they are making, and joins them. The helpers' senders stop
+ * too; stop_helpers() joins them. */
 static void
 stop_workers(struct hsm *hsm)
 {
@@ -779,6 +853,9 @@ stop_workers(struct hsm *hsm)
 	fail_queue(&hsm->urgent);
 	fail_queue(&hsm->bulk);
 	(void)pthread_cond_broadcast(&hsm->work);
+	for (i = 0; i < hsm->n_helpers; i++)
+		if (hsm->helpers[i].is_cond_ready)
+			(void)pthread_cond_broadcast(&hsm->helpers[i].wake);
 	(void)pthread_mutex_unlock(&hsm->lock);
 	for (i = 0; i < hsm->n_workers; i++)
 		(void)pthread_join(hsm->workers[i], NULL);
@@ -808,6 +885,7 @@ static int
 batch_queue(struct hsm_batch *batch, struct queue *queue)
 {
 	struct hsm *hsm = batch->hsm;
+	unsigned int i;
 	int rc = HSM_ERR_UNAVAILABLE;
 
 	if (batch->n_jobs == 0)
@@ -824,6 +902,11 @@ batch_queue(struct hsm_batch *batch, struct queue *queue)
 		(void)pthread_cond_signal(&hsm->work);
 	else
 		(void)pthread_cond_broadcast(&hsm->work);
+	/* Bulk work is the helpers' too; a live one's sender alone waits
+	 * on its wake. */
+	for (i = 0; queue == &hsm->bulk && i < hsm->n_helpers; i++)
+		if (!hsm->helpers[i].is_dead)
+			(void)pthread_cond_signal(&hsm->helpers[i].wake);
 	rc = HSM_OK;
 out:
 	(void)pthread_mutex_unlock(&hsm->lock);
@@ -847,20 +930,53 @@ batch_wait(struct hsm_batch *batch)
 	return is_failed ? HSM_ERR_UNAVAILABLE : HSM_OK;
 }
 
-/* check_jobs refuses a job whose message is missing. */
+/* check_jobs refuses a job whose message is missing, or too long to
+ * send to a helper. */
 static bool
 check_jobs(const struct hsm_job *jobs, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (jobs[i].msg == NULL && jobs[i].msg_len > 0)
+		if ((jobs[i].msg == NULL && jobs[i].msg_len > 0) ||
+		    jobs[i].msg_len > HSM_MAX_MESSAGE_LEN)
 			return false;
 	return true;
 }
 
-int
-hsm_open(const struct hsm_params *params, struct hsm **out)
+/* check_params checks params and works out the sizes and the key id that
+ * hsm_open() uses. */
+static int
+check_params(const struct hsm_params *params, unsigned int *out_sessions,
+    unsigned int *out_workers, uint8_t *id, size_t *id_len)
+{
+	int rc = HSM_ERR_ARG;
+
+	if (params == NULL || params->module_path == NULL ||
+	    params->token_label == NULL ||
+	    (params->key_label == NULL && params->key_id == NULL))
+		goto out;
+	*out_sessions =
+	    params->sessions != 0 ? params->sessions : HSM_DEFAULT_SESSIONS;
+	*out_workers =
+	    params->in_flight != 0 ? params->in_flight : HSM_DEFAULT_IN_FLIGHT;
+	if (*out_sessions > HSM_MAX_SESSIONS ||
+	    *out_workers > HSM_MAX_IN_FLIGHT ||
+	    params->processes > HSM_MAX_PROCESSES)
+		goto out;
+	*id_len = 0;
+	if (params->key_id != NULL &&
+	    (rc = parse_key_id(params->key_id, id, id_len)) != HSM_OK)
+		goto out;
+	rc = HSM_OK;
+out:
+	return rc;
+}
+
+/* open_local opens the token in this process, as hsm_open() describes,
+ * leaving params->processes aside: the parent does so, and each helper. */
+static int
+open_local(const struct hsm_params *params, struct hsm **out)
 {
 	struct hsm *hsm = NULL;
 	PKCS11_KEY *key = NULL;
@@ -869,20 +985,10 @@ hsm_open(const struct hsm_params *params, struct hsm **out)
 	uint8_t id[MAX_KEY_ID_LEN];
 	size_t id_len = 0;
 	char pin[PIN_BUF_LEN];
-	int rc = HSM_ERR_ARG;
+	int rc;
 
-	if (out == NULL || params == NULL || params->module_path == NULL ||
-	    params->token_label == NULL ||
-	    (params->key_label == NULL && params->key_id == NULL))
-		goto out;
-	n_sessions =
-	    params->sessions != 0 ? params->sessions : HSM_DEFAULT_SESSIONS;
-	n_workers =
-	    params->in_flight != 0 ? params->in_flight : HSM_DEFAULT_IN_FLIGHT;
-	if (n_sessions > HSM_MAX_SESSIONS || n_workers > HSM_MAX_IN_FLIGHT)
-		goto out;
-	if (params->key_id != NULL &&
-	    (rc = parse_key_id(params->key_id, id, &id_len)) != HSM_OK)
+	if ((rc = check_params(params, &n_sessions, &n_workers, id, &id_len)) !=
+	    HSM_OK)
 		goto out;
 	if ((rc = read_pin(params->pin_file, pin)) != HSM_OK)
 		goto out;
@@ -961,6 +1067,805 @@ out:
 	return rc;
 }
 
+/* The helpers' protocol runs on a stream socket, each number a u32 in
+ * big-endian order, an rc (an enum hsm_err) in two's complement:
+ *   request: job id, message length, message
+ *   reply:   job id, rc, signature length, signature
+ * A helper's first reply is its hello: HELLO_ID, the rc of its own
+ * open_local(), and then, for HSM_OK, the key's SubjectPublicKeyInfo
+ * in place of a signature. A job id is a slot of the helper's window,
+ * used again once answered. The PIN never travels: a helper reads it. */
+static void
+put_u32(uint8_t *out, uint32_t value)
+{
+	out[0] = (uint8_t)(value >> 24);
+	out[1] = (uint8_t)(value >> 16);
+	out[2] = (uint8_t)(value >> 8);
+	out[3] = (uint8_t)value;
+}
+
+static uint32_t
+get_u32(const uint8_t *in)
+{
+	return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 |
+	    (uint32_t)in[2] << 8 | (uint32_t)in[3];
+}
+
+/* get_rc reads an rc that put_u32() wrote, converted to uint32_t. */
+static int
+get_rc(const uint8_t *in)
+{
+	uint32_t value = get_u32(in);
+
+	if (value <= INT32_MAX)
+		return (int)value;
+	return -(int)(UINT32_MAX - value) - 1;
+}
+
+/* send_all sends the n_iov buffers of iov, whatever it takes; it changes
+ * iov as it goes. MSG_NOSIGNAL: a peer gone is EPIPE, not SIGPIPE. */
+static bool
+send_all(int fd, struct iovec *iov, size_t n_iov)
+{
+	struct msghdr msg;
+	ssize_t n;
+	size_t sent;
+
+	while (n_iov > 0) {
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = iov;
+		msg.msg_iovlen = n_iov < MAX_IOV ? n_iov : MAX_IOV;
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return false;
+		sent = (size_t)n;
+		while (n_iov > 0 && sent >= iov->iov_len) {
+			sent -= iov->iov_len;
+			iov++;
+			n_iov--;
+		}
+		if (sent > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + sent;
+			iov->iov_len -= sent;
+		}
+	}
+	return true;
+}
+
+/* read_full reads exactly len bytes into buf; false on EOF or error. */
+static bool
+read_full(int fd, uint8_t *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = read(fd, buf, len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* window_len is how many jobs a helper with n_workers workers is given
+ * at once: enough that none of them waits for the next between two
+ * signatures, and that replies can go in bunches. */
+static unsigned int
+window_len(unsigned int n_workers)
+{
+	unsigned int n = n_workers * WINDOW_PER_WORKER;
+
+	return n > MIN_WINDOW ? n : MIN_WINDOW;
+}
+
+/* struct server is a helper's end of its socket. The reader queues the
+ * requests of each read() as one batch; the workers buffer their replies
+ * and send them half a window at a time, or as soon as no request is left
+ * pending, so each side wakes up once a bunch, not once a signature. */
+struct server {
+	struct hsm *hsm;
+	int fd;
+	pthread_mutex_t lock; /* all that follows */
+	pthread_cond_t idle;  /* n_pending reached 0 */
+	uint8_t *replies;     /* flush_at replies at most */
+	size_t replies_len;
+	size_t n_replies;
+	size_t flush_at;
+	size_t n_pending; /* requests queued, not yet answered */
+	bool is_broken;   /* replies cannot be sent: the parent is gone */
+};
+
+/* struct remote_batch is the requests of one read(), as one batch. */
+struct remote_batch {
+	struct hsm_batch batch; /* first: on_done is given &batch */
+	struct server *server;
+	uint32_t *ids; /* of batch.jobs[i] */
+	uint8_t *msgs;
+	size_t n_left; /* jobs not yet answered; server->lock */
+};
+
+static void
+free_remote_batch(struct remote_batch *remote)
+{
+	if (remote == NULL)
+		return;
+	free(remote->batch.jobs);
+	free(remote->ids);
+	free(remote->msgs);
+	free(remote);
+}
+
+/* add_reply buffers the reply to id, with rc and, for HSM_OK, the
+ * signature, and sends what is buffered once it is flush_at replies or
+ * no request is left pending. Call it with server->lock held. */
+static void
+add_reply(struct server *server, uint32_t id, int rc, const uint8_t *sig,
+    size_t sig_len)
+{
+	uint8_t *reply = server->replies + server->replies_len;
+	struct iovec iov;
+
+	if (rc != HSM_OK)
+		sig_len = 0;
+	put_u32(reply, id);
+	put_u32(reply + 4, (uint32_t)rc);
+	put_u32(reply + 8, (uint32_t)sig_len);
+	if (sig_len > 0)
+		memcpy(reply + REPLY_HEADER_LEN, sig, sig_len);
+	server->replies_len += REPLY_HEADER_LEN + sig_len;
+	server->n_replies++;
+	if (server->n_replies < server->flush_at && server->n_pending > 0)
+		return;
+	iov = (struct iovec){server->replies, server->replies_len};
+	if (!server->is_broken && !send_all(server->fd, &iov, 1))
+		server->is_broken = true;
+	server->replies_len = 0;
+	server->n_replies = 0;
+}
+
+/* reply_remote_job is a remote batch's on_done: it answers job, and
+ * frees the batch after its last job. */
+static void
+reply_remote_job(struct hsm_batch *batch, struct hsm_job *job)
+{
+	struct remote_batch *remote = (struct remote_batch *)batch;
+	struct server *server = remote->server;
+	bool is_last;
+
+	(void)pthread_mutex_lock(&server->lock);
+	server->n_pending--;
+	add_reply(server, remote->ids[job - batch->jobs], job->rc, job->sig,
+	    job->sig_len);
+	if (server->n_pending == 0)
+		(void)pthread_cond_signal(&server->idle);
+	is_last = --remote->n_left == 0;
+	(void)pthread_mutex_unlock(&server->lock);
+	if (is_last)
+		free_remote_batch(remote);
+}
+
+/* scan_requests finds the whole requests at the start of buf (len bytes):
+ * *out_n of them, with *out_msgs_len bytes of messages in *out_used
+ * bytes. *out_next_len is the length of the next request, whole or not,
+ * 0 if its header is not all there. False for a request that no parent
+ * of ours sends. */
+static bool
+scan_requests(const uint8_t *buf, size_t len, size_t *out_used, size_t *out_n,
+    size_t *out_msgs_len, size_t *out_next_len)
+{
+	size_t pos = 0, n = 0, msgs_len = 0, frame_len = 0;
+	uint32_t msg_len;
+
+	while (len - pos >= REQUEST_HEADER_LEN) {
+		msg_len = get_u32(buf + pos + 4);
+		if (msg_len > HSM_MAX_MESSAGE_LEN)
+			return false;
+		frame_len = REQUEST_HEADER_LEN + msg_len;
+		if (len - pos < frame_len)
+			break;
+		pos += frame_len;
+		msgs_len += msg_len;
+		n++;
+		frame_len = 0;
+	}
+	*out_used = pos;
+	*out_n = n;
+	*out_msgs_len = msgs_len;
+	*out_next_len = frame_len;
+	return true;
+}
+
+/* queue_requests queues the n requests in buf (used bytes, msgs_len of
+ * them messages, copied) as one batch on the helper's own workers. If
+ * they cannot be queued, each is answered HSM_ERR_UNAVAILABLE at once, as
+ * the parent's workers would fail it. */
+static void
+queue_requests(struct server *server, const uint8_t *buf, size_t used, size_t n,
+    size_t msgs_len)
+{
+	struct remote_batch *remote = NULL;
+	struct hsm_job *jobs;
+	size_t pos, i, offset = 0;
+	uint32_t msg_len;
+
+	if ((remote = calloc(1, sizeof(*remote))) == NULL ||
+	    (remote->batch.jobs = calloc(n, sizeof(*jobs))) == NULL ||
+	    (remote->ids = calloc(n, sizeof(*remote->ids))) == NULL ||
+	    (remote->msgs = malloc(msgs_len + 1)) == NULL)
+		goto out_fail;
+	jobs = remote->batch.jobs;
+	for (pos = 0, i = 0; pos < used; i++) {
+		msg_len = get_u32(buf + pos + 4);
+		remote->ids[i] = get_u32(buf + pos);
+		memcpy(remote->msgs + offset, buf + pos + REQUEST_HEADER_LEN,
+		    msg_len);
+		jobs[i].msg = remote->msgs + offset;
+		jobs[i].msg_len = msg_len;
+		offset += msg_len;
+		pos += REQUEST_HEADER_LEN + msg_len;
+	}
+	remote->batch.hsm = server->hsm;
+	remote->batch.n_jobs = n;
+	remote->batch.on_done = reply_remote_job;
+	remote->server = server;
+	remote->n_left = n;
+	(void)pthread_mutex_lock(&server->lock);
+	server->n_pending += n;
+	(void)pthread_mutex_unlock(&server->lock);
+	if (batch_queue(&remote->batch, &server->hsm->bulk) != HSM_OK) {
+		/* The last call frees remote. */
+		for (i = 0; i < n; i++) {
+			jobs[i].rc = HSM_ERR_UNAVAILABLE;
+			reply_remote_job(&remote->batch, &jobs[i]);
+		}
+	}
+	return;
+out_fail:
+	free_remote_batch(remote);
+	(void)pthread_mutex_lock(&server->lock);
+	for (pos = 0; pos < used; pos += REQUEST_HEADER_LEN + msg_len) {
+		msg_len = get_u32(buf + pos + 4);
+		add_reply(
+		    server, get_u32(buf + pos), HSM_ERR_UNAVAILABLE, NULL, 0);
+	}
+	(void)pthread_mutex_unlock(&server->lock);
+}
+
+/* serve reads requests from fd and has hsm sign them, until the parent
+ * closes the socket, dies, or sends what no parent of ours sends; then it
+ * lets every job queued finish. */
+static void
+serve(struct hsm *hsm, int fd)
+{
+	struct server server = {.hsm = hsm, .fd = fd};
+	uint8_t *buf = NULL, *grown;
+	size_t cap = RECEIVE_BUF_LEN, len = 0, used, n_requests, msgs_len;
+	size_t next_len;
+	ssize_t n;
+
+	server.flush_at = window_len(hsm->n_workers) / 2;
+	if (pthread_mutex_init(&server.lock, NULL) != 0)
+		return;
+	if (pthread_cond_init(&server.idle, NULL) != 0)
+		goto out_destroy_lock;
+	server.replies = malloc(
+	    server.flush_at * (REPLY_HEADER_LEN + HSM_MAX_SIGNATURE_LEN));
+	if (server.replies == NULL || (buf = malloc(cap)) == NULL)
+		goto out;
+	for (;;) {
+		n = read(fd, buf + len, cap - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (!scan_requests(
+			buf, len, &used, &n_requests, &msgs_len, &next_len))
+			break;
+		if (n_requests > 0)
+			queue_requests(
+			    &server, buf, used, n_requests, msgs_len);
+		memmove(buf, buf + used, len - used);
+		len -= used;
+		/* A request bigger than the buffer: make room for it. */
+		if (next_len > cap) {
+			if ((grown = realloc(buf, next_len)) == NULL)
+				break;
+			buf = grown;
+			cap = next_len;
+		}
+	}
+out:
+	(void)pthread_mutex_lock(&server.lock);
+	while (server.n_pending > 0)
+		(void)pthread_cond_wait(&server.idle, &server.lock);
+	(void)pthread_mutex_unlock(&server.lock);
+	free(buf);
+	free(server.replies);
+	(void)pthread_cond_destroy(&server.idle);
+out_destroy_lock:
+	(void)pthread_mutex_destroy(&server.lock);
+}
+
+/* send_hello tells the parent how open_local() went: rc, and the public
+ * key hsm found, which the parent checks against its own. True if the
+ * helper is to serve. */
+static bool
+send_hello(int fd, int rc, const struct hsm *hsm)
+{
+	uint8_t header[REPLY_HEADER_LEN];
+	struct iovec iov[2] = {{header, sizeof(header)}, {NULL, 0}};
+
+	if (rc == HSM_OK && hsm->spki_len <= MAX_HELLO_LEN)
+		iov[1] = (struct iovec){hsm->spki, hsm->spki_len};
+	else if (rc == HSM_OK)
+		rc = HSM_ERR_KEY; /* larger than any key we take */
+	put_u32(header, HELLO_ID);
+	put_u32(header + 4, (uint32_t)rc);
+	put_u32(header + 8, (uint32_t)iov[1].iov_len);
+	return send_all(fd, iov, 2) && rc == HSM_OK;
+}
+
+/* close_other_fds closes every descriptor but 0, 1, 2 and keep: the
+ * parent's other sockets, its index, its listening socket. */
+static void
+close_other_fds(int keep)
+{
+	struct rlimit limit;
+	int fd, max = MAX_CLOSED_FD;
+
+	if ((keep <= 3 || close_range(3, (unsigned int)keep - 1, 0) == 0) &&
+	    close_range(keep < 3 ? 3 : (unsigned int)keep + 1, ~0U, 0) == 0)
+		return;
+	/* A kernel before Linux 5.9 */
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
+	    limit.rlim_cur < (rlim_t)max)
+		max = (int)limit.rlim_cur;
+	for (fd = 3; fd < max; fd++)
+		if (fd != keep)
+			(void)close(fd);
+}
+
+/* run_helper is a helper process, just forked from parent: it opens the
+ * token on its own, says hello on fd and serves it. It never returns, and
+ * leaves with _exit(): the parent's atexit() handlers and stdio buffers
+ * are the parent's. */
+static void __attribute__((noreturn))
+run_helper(const struct hsm_params *params, int fd, pid_t parent)
+{
+	struct sigaction action;
+	struct hsm *hsm = NULL;
+	sigset_t none;
+	int rc;
+
+	/* Die with the parent; it may have died before prctl(). */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+		_exit(1);
+	/* SIGTERM kills us, while the parent handles SIGINT and SIGHUP,
+	 * which a terminal sends to us too, and closes our socket. The
+	 * mask comes from the parent, which may block them to sigwait(). */
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = SIG_DFL;
+	(void)sigaction(SIGTERM, &action, NULL);
+	action.sa_handler = SIG_IGN;
+	(void)sigaction(SIGINT, &action, NULL);
+	(void)sigaction(SIGHUP, &action, NULL);
+	(void)sigaction(SIGPIPE, &action, NULL);
+	(void)sigemptyset(&none);
+	(void)pthread_sigmask(SIG_SETMASK, &none, NULL);
+	close_other_fds(fd);
+
+	rc = open_local(params, &hsm);
+	if (send_hello(fd, rc, hsm))
+		serve(hsm, fd);
+	hsm_close(hsm);
+	_exit(rc == HSM_OK ? 0 : 1);
+}
+
+/* read_hello reads a helper's hello and keeps the public key it names.
+ * Returns HSM_OK if it opened the token, its error if it could not, or
+ * HSM_ERR_UNAVAILABLE if it died or said what no helper of ours says. */
+static int
+read_hello(struct helper *helper)
+{
+	uint8_t header[REPLY_HEADER_LEN];
+	uint32_t len;
+	int rc = HSM_ERR_UNAVAILABLE, helper_rc;
+
+	if (!read_full(helper->fd, header, sizeof(header)) ||
+	    get_u32(header) != HELLO_ID)
+		goto out;
+	helper_rc = get_rc(header + 4);
+	len = get_u32(header + 8);
+	if (len > MAX_HELLO_LEN || (helper_rc == HSM_OK && len == 0))
+		goto out;
+	rc = HSM_ERR_NOMEM;
+	if (len > 0 && (helper->spki = malloc(len)) == NULL)
+		goto out;
+	rc = HSM_ERR_UNAVAILABLE;
+	if (!read_full(helper->fd, helper->spki, len))
+		goto out;
+	helper->spki_len = len;
+	if (helper_rc != HSM_OK) {
+		if (helper_rc < HSM_OK && helper_rc >= HSM_ERR_EXISTS)
+			rc = helper_rc;
+		goto out;
+	}
+	helper->is_ready = true;
+	rc = HSM_OK;
+out:
+	return rc;
+}
+
+/* spawn_helpers forks n helpers into *out, which close_helpers()
+ * releases, even on failure. One opens the token only once the one before
+ * has: SoftHSM2 2.6 rewrites the token's file at every C_Login(), and a
+ * process that reads it meanwhile may find no token at all. Returns
+ * HSM_OK, or the first helper's error, and then forks no more. */
+static int
+spawn_helpers(
+    const struct hsm_params *params, unsigned int n, struct helper **out)
+{
+	struct helper *helper;
+	pid_t parent = getpid();
+	unsigned int i;
+	int fds[2], rc = HSM_ERR_NOMEM;
+
+	if ((*out = calloc(n, sizeof(**out))) == NULL)
+		goto out;
+	for (i = 0; i < n; i++)
+		(*out)[i].fd = -1;
+	for (i = 0; i < n; i++) {
+		helper = &(*out)[i];
+		/* Out of descriptors or processes: "resources", as close to
+		 * out of memory as our errors come. */
+		rc = HSM_ERR_NOMEM;
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) !=
+		    0)
+			goto out;
+		helper->pid = fork();
+		if (helper->pid == 0) {
+			(void)close(fds[0]);
+			run_helper(params, fds[1], parent);
+		}
+		(void)close(fds[1]);
+		helper->fd = fds[0];
+		if (helper->pid == -1) {
+			helper->pid = 0;
+			goto out;
+		}
+		if ((rc = read_hello(helper)) != HSM_OK)
+			goto out;
+	}
+	rc = HSM_OK;
+out:
+	return rc;
+}
+
+/* close_helpers closes the sockets of helpers[0..n), which lets each
+ * helper that said hello finish and exit; any other gets SIGTERM, in case
+ * it is still opening the token. It reaps them all and frees helpers.
+ * The helpers' threads are gone. Accepts NULL. */
+static void
+close_helpers(struct helper *helpers, unsigned int n)
+{
+	struct helper *helper;
+	unsigned int i;
+
+	if (helpers == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		helper = &helpers[i];
+		if (helper->fd != -1)
+			(void)close(helper->fd);
+		if (helper->pid > 0 && !helper->is_ready)
+			(void)kill(helper->pid, SIGTERM);
+	}
+	for (i = 0; i < n; i++) {
+		helper = &helpers[i];
+		while (helper->pid > 0 && waitpid(helper->pid, NULL, 0) == -1 &&
+		    errno == EINTR)
+			;
+		if (helper->is_cond_ready)
+			(void)pthread_cond_destroy(&helper->wake);
+		free(helper->spki);
+		free(helper->slots);
+		free(helper->free_ids);
+		free(helper->iov);
+		free(helper->headers);
+	}
+	free(helpers);
+}
+
+/* run_sender keeps the helper's window full: it takes bulk jobs while
+ * there are free ids, and sends them at once. The messages are read after
+ * the lock is dropped: is_sending keeps the receiver of a dead helper from
+ * completing those jobs, and thus their batches, meanwhile. */
+static void *
+run_sender(void *arg)
+{
+	struct helper *helper = arg;
+	struct hsm *hsm = helper->hsm;
+	struct remote_slot *slot;
+	uint32_t id;
+	size_t n;
+	bool is_sent;
+
+	(void)pthread_mutex_lock(&hsm->lock);
+	for (;;) {
+		while (!hsm->is_stopping && !helper->is_dead &&
+		    (helper->n_free_ids == 0 || hsm->bulk.head == NULL))
+			(void)pthread_cond_wait(&helper->wake, &hsm->lock);
+		if (hsm->is_stopping || helper->is_dead)
+			break;
+		for (n = 0; helper->n_free_ids > 0 && hsm->bulk.head != NULL;
+		     n++) {
+			id = helper->free_ids[--helper->n_free_ids];
+			slot = &helper->slots[id];
+			slot->batch = take_job(&hsm->bulk, &slot->job);
+			put_u32(helper->headers[n], id);
+			put_u32(helper->headers[n] + 4,
+			    (uint32_t)slot->job->msg_len);
+			helper->iov[2 * n] = (struct iovec){
+			    helper->headers[n], REQUEST_HEADER_LEN};
+			helper->iov[2 * n + 1] = (struct iovec){
+			    (void *)slot->job->msg, slot->job->msg_len};
+		}
+		helper->is_sending = true;
+		(void)pthread_mutex_unlock(&hsm->lock);
+
+		is_sent = send_all(helper->fd, helper->iov, 2 * n);
+
+		(void)pthread_mutex_lock(&hsm->lock);
+		helper->is_sending = false;
+		if (!is_sent) {
+			/* Wake the receiver, which fails the jobs. */
+			helper->is_dead = true;
+			(void)shutdown(helper->fd, SHUT_RDWR);
+		}
+		if (helper->is_dead)
+			(void)pthread_cond_broadcast(&helper->wake);
+	}
+	(void)pthread_mutex_unlock(&hsm->lock);
+	return NULL;
+}
+
+/* complete_remote_job fills in the job of the reply for id, and frees
+ * the id. False for a reply that answers no job of ours. Call it with
+ * hsm->lock held. */
+static bool
+complete_remote_job(struct helper *helper, uint32_t id, int rc,
+    const uint8_t *sig, size_t sig_len)
+{
+	struct remote_slot *slot;
+
+	if (id >= helper->window || helper->slots[id].job == NULL)
+		return false;
+	if (rc != HSM_OK && rc != HSM_ERR_UNAVAILABLE)
+		return false;
+	if (rc == HSM_OK && (sig_len == 0 || sig_len > HSM_MAX_SIGNATURE_LEN))
+		return false;
+	slot = &helper->slots[id];
+	if (rc == HSM_OK)
+		memcpy(slot->job->sig, sig, sig_len);
+	slot->job->sig_len = rc == HSM_OK ? sig_len : 0;
+	slot->job->rc = rc;
+	finish_jobs(slot->batch, 1, rc);
+	*slot = (struct remote_slot){NULL, NULL};
+	helper->free_ids[helper->n_free_ids++] = id;
+	return true;
+}
+
+/* lose_helper takes a helper out of service: once its sender is done
+ * with the messages, every job it still has fails as
+ * HSM_ERR_UNAVAILABLE. A helper that broke the protocol is killed; one
+ * that closed its socket is gone already. */
+static void
+lose_helper(struct helper *helper, bool is_rogue)
+{
+	struct hsm *hsm = helper->hsm;
+	struct remote_slot *slot;
+	unsigned int id;
+
+	if (is_rogue)
+		(void)kill(helper->pid, SIGKILL);
+	(void)pthread_mutex_lock(&hsm->lock);
+	helper->is_dead = true;
+	(void)pthread_cond_broadcast(&helper->wake);
+	while (helper->is_sending)
+		(void)pthread_cond_wait(&helper->wake, &hsm->lock);
+	for (id = 0; id < helper->window; id++) {
+		slot = &helper->slots[id];
+		if (slot->job == NULL)
+			continue;
+		slot->job->sig_len = 0;
+		slot->job->rc = HSM_ERR_UNAVAILABLE;
+		finish_jobs(slot->batch, 1, HSM_ERR_UNAVAILABLE);
+		*slot = (struct remote_slot){NULL, NULL};
+		helper->free_ids[helper->n_free_ids++] = id;
+	}
+	if (!hsm->is_stopping)
+		atomic_fetch_sub(&hsm->n_helpers_live, 1);
+	(void)pthread_mutex_unlock(&hsm->lock);
+}
+
+/* run_receiver completes the helper's jobs as its replies come, until
+ * it closes the socket or says what no helper of ours says. */
+static void *
+run_receiver(void *arg)
+{
+	struct helper *helper = arg;
+	struct hsm *hsm = helper->hsm;
+	uint8_t buf[RECEIVE_BUF_LEN];
+	size_t len = 0, pos, frame_len;
+	uint32_t sig_len;
+	ssize_t n;
+	bool is_rogue = false;
+
+	while (!is_rogue) {
+		n = read(helper->fd, buf + len, sizeof(buf) - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		(void)pthread_mutex_lock(&hsm->lock);
+		for (pos = 0; len - pos >= REPLY_HEADER_LEN; pos += frame_len) {
+			sig_len = get_u32(buf + pos + 8);
+			if (sig_len > HSM_MAX_SIGNATURE_LEN) {
+				is_rogue = true;
+				break;
+			}
+			frame_len = REPLY_HEADER_LEN + sig_len;
+			if (len - pos < frame_len)
+				break;
+			if (!complete_remote_job(helper, get_u32(buf + pos),
+				get_rc(buf + pos + 4),
+				buf + pos + REPLY_HEADER_LEN, sig_len)) {
+				is_rogue = true;
+				break;
+			}
+		}
+		(void)pthread_cond_signal(&helper->wake);
+		(void)pthread_mutex_unlock(&hsm->lock);
+		memmove(buf, buf + pos, len - pos);
+		len -= pos;
+	}
+	lose_helper(helper, is_rogue);
+	return NULL;
+}
+
+/* start_helpers readies the window of each helper and starts its sender
+ * and receiver. They block every signal, as the workers do. */
+static int
+start_helpers(struct hsm *hsm, unsigned int n_workers)
+{
+	struct helper *helper;
+	sigset_t all, old;
+	unsigned int i, id, window = window_len(n_workers);
+	int rc = HSM_ERR_NOMEM;
+
+	for (i = 0; i < hsm->n_helpers; i++) {
+		helper = &hsm->helpers[i];
+		helper->hsm = hsm;
+		helper->window = window;
+		helper->slots = calloc(window, sizeof(*helper->slots));
+		helper->free_ids = calloc(window, sizeof(*helper->free_ids));
+		helper->iov = calloc(2 * (size_t)window, sizeof(*helper->iov));
+		helper->headers = calloc(window, sizeof(*helper->headers));
+		if (helper->slots == NULL || helper->free_ids == NULL ||
+		    helper->iov == NULL || helper->headers == NULL)
+			goto out;
+		/* Taken from the end: ids 0, 1, ... first. */
+		for (id = 0; id < window; id++)
+			helper->free_ids[id] = window - 1 - id;
+		helper->n_free_ids = window;
+		if (pthread_cond_init(&helper->wake, NULL) != 0)
+			goto out;
+		helper->is_cond_ready = true;
+	}
+	atomic_store(&hsm->n_helpers_live, hsm->n_helpers);
+	(void)sigfillset(&all);
+	if (pthread_sigmask(SIG_SETMASK, &all, &old) != 0)
+		goto out;
+	for (i = 0; i < hsm->n_helpers; i++) {
+		helper = &hsm->helpers[i];
+		helper->has_receiver = pthread_create(&helper->receiver, NULL,
+					   run_receiver, helper) == 0;
+		if (!helper->has_receiver)
+			break;
+		helper->has_sender = pthread_create(&helper->sender, NULL,
+					 run_sender, helper) == 0;
+		if (!helper->has_sender)
+			break;
+	}
+	(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (i < hsm->n_helpers)
+		goto out;
+	rc = HSM_OK;
+out:
+	return rc;
+}
+
+/* stop_helpers, after stop_workers(), joins the senders, closes the
+ * sockets for writing, so each helper finishes and exits, joins the
+ * receivers as the helpers go and reaps the helpers. */
+static void
+stop_helpers(struct hsm *hsm)
+{
+	struct helper *helper;
+	unsigned int i;
+
+	for (i = 0; i < hsm->n_helpers; i++) {
+		helper = &hsm->helpers[i];
+		if (helper->has_sender)
+			(void)pthread_join(helper->sender, NULL);
+		helper->has_sender = false;
+		(void)shutdown(helper->fd, SHUT_WR);
+	}
+	for (i = 0; i < hsm->n_helpers; i++) {
+		helper = &hsm->helpers[i];
+		if (helper->has_receiver)
+			(void)pthread_join(helper->receiver, NULL);
+		helper->has_receiver = false;
+	}
+	close_helpers(hsm->helpers, hsm->n_helpers);
+	hsm->helpers = NULL;
+	hsm->n_helpers = 0;
+}
+
+/* hsm_open forks the helpers before the module is loaded here: PKCS#11
+ * leaves a module that was initialised before a fork() undefined in the
+ * child. They open the token first, one after another, then this process
+ * does. */
+int
+hsm_open(const struct hsm_params *params, struct hsm **out)
+{
+	struct hsm *hsm = NULL;
+	struct helper *helpers = NULL;
+	unsigned int n_sessions, n_workers, n_helpers = 0, i;
+	uint8_t id[MAX_KEY_ID_LEN];
+	size_t id_len;
+	int rc = HSM_ERR_ARG;
+
+	if (out == NULL ||
+	    (rc = check_params(params, &n_sessions, &n_workers, id, &id_len)) !=
+		HSM_OK)
+		goto out;
+	if (params->processes > 1) {
+		n_helpers = params->processes - 1;
+		if ((rc = spawn_helpers(params, n_helpers, &helpers)) != HSM_OK)
+			goto out;
+	}
+	if ((rc = open_local(params, &hsm)) != HSM_OK)
+		goto out;
+	/* Each signs with the key we found, or the token changed between. */
+	rc = HSM_ERR_KEY;
+	for (i = 0; i < n_helpers; i++)
+		if (helpers[i].spki_len != hsm->spki_len ||
+		    memcmp(helpers[i].spki, hsm->spki, hsm->spki_len) != 0)
+			goto out;
+	if (n_helpers > 0) {
+		hsm->helpers = helpers;
+		hsm->n_helpers = n_helpers;
+		helpers = NULL;
+		if ((rc = start_helpers(hsm, n_workers)) != HSM_OK)
+			goto out;
+	}
+	*out = hsm;
+	hsm = NULL;
+	rc = HSM_OK;
+out:
+	hsm_close(hsm);
+	close_helpers(helpers, n_helpers);
+	return rc;
+}
+
 void
 hsm_close(struct hsm *hsm)
 {
@@ -969,6 +1874,7 @@ hsm_close(struct hsm *hsm)
 	/* Our sessions go before libp11 logs out on its own. */
 	if (hsm->is_lock_ready)
 		stop_workers(hsm);
+	stop_helpers(hsm);
 	close_pool(hsm);
 	/* Our reference to the key goes first: libp11 frees the key objects
 	 * behind it on logout and when the slots are released. */
@@ -1007,7 +1913,13 @@ hsm_get_sig_alg(const struct hsm *hsm)
 unsigned int
 hsm_get_in_flight(const struct hsm *hsm)
 {
-	return hsm->n_workers;
+	return hsm->n_workers * (1 + hsm->n_helpers);
+}
+
+unsigned int
+hsm_get_processes(const struct hsm *hsm)
+{
+	return 1 + atomic_load(&hsm->n_helpers_live);
 }
 
 void
@@ -1025,8 +1937,8 @@ hsm_sign(struct hsm *hsm, const uint8_t *msg, size_t msg_len, uint8_t *sig,
 	struct hsm_batch batch;
 	int rc = HSM_ERR_ARG;
 
-	if (hsm == NULL || (msg == NULL && msg_len > 0) || sig == NULL ||
-	    sig_len == NULL)
+	if (hsm == NULL || (msg == NULL && msg_len > 0) ||
+	    msg_len > HSM_MAX_MESSAGE_LEN || sig == NULL || sig_len == NULL)
 		goto out;
 	/* One urgent job: the next worker to be free takes it before any
 	 * batch's next job, so a live request never queues behind a batch. */

@@ -17,6 +17,8 @@
 #define HSM_DEFAULT_IN_FLIGHT 4
 #define HSM_MAX_SESSIONS      1024
 #define HSM_MAX_IN_FLIGHT     1024
+#define HSM_MAX_PROCESSES     64
+#define HSM_MAX_MESSAGE_LEN   1048576 /* bytes of a message to sign: 1 MiB */
 
 enum hsm_err {
 	HSM_OK = 0,
@@ -59,6 +61,19 @@ enum hsm_key_type {
  * the token cannot hold: libp11 keeps one session of its own, so sessions
  * + 1 must not exceed the token's CK_TOKEN_INFO.ulMaxSessionCount, when it
  * states one.
+ *
+ * processes is how many processes sign. 0 or 1: this one alone. N > 1:
+ * this one and N - 1 helper processes, each opening the token as this one
+ * does (its own module, login, pool of sessions and in_flight workers) and
+ * reading pin_file itself, so the PIN never travels. It is for a module
+ * that signs one signature at a time per process, as SoftHSM2 does; a
+ * network HSM wants more in_flight instead. Batches are spread over all N;
+ * hsm_sign() stays in this process, for latency. hsm_open() forks the
+ * helpers before it loads the module, so call it before the process starts
+ * threads of its own, from a thread that lives as long as the handle (a
+ * helper gets SIGTERM when the thread that forked it ends). A helper talks
+ * to this process over a socket and exits when the handle is closed or
+ * this process ends. More than HSM_MAX_PROCESSES is HSM_ERR_ARG.
  */
 struct hsm_params {
 	const char *module_path;
@@ -68,10 +83,12 @@ struct hsm_params {
 	const char *pin_file;
 	unsigned int sessions;  /* 0: HSM_DEFAULT_SESSIONS */
 	unsigned int in_flight; /* 0: HSM_DEFAULT_IN_FLIGHT */
+	unsigned int processes; /* 0 or 1: sign in this process only */
 };
 
-/* struct hsm_job is one signature to make: msg is borrowed until the job
- * completes. hsm/ writes sig, sig_len and rc. */
+/* struct hsm_job is one signature to make: msg (at most
+ * HSM_MAX_MESSAGE_LEN bytes) is borrowed until the job completes. hsm/
+ * writes sig, sig_len and rc. */
 struct hsm_job {
 	const uint8_t *msg;
 	size_t msg_len;
@@ -90,26 +107,38 @@ struct hsm;
  * fork) by hsm_close(). It opens the pool of sessions and starts the
  * worker threads, which block every signal. It signs and verifies a
  * probe, so a public key object that does not match the private key fails
- * here (HSM_ERR_KEY). On success *out owns the handle; release it with
- * hsm_close(). Open it after any fork(), in the process that signs. Keep
- * at most one handle per module open in a process: closing one finalizes
- * the module for all.
+ * here (HSM_ERR_KEY). With params->processes > 1 it first starts the
+ * helpers, one after another, and fails with a helper's error if one
+ * cannot open the token, HSM_ERR_KEY if one finds another public key, or
+ * HSM_ERR_NOMEM if it cannot start one (no process or descriptor left);
+ * every helper is then reaped before it returns. On success *out owns the
+ * handle; release it with hsm_close(). Open it after any fork(), in the
+ * process that signs. Keep at most one handle per module open in a
+ * process: closing one finalizes the module for all.
  * Returns HSM_OK or a negative enum hsm_err naming what failed. */
 int hsm_open(const struct hsm_params *params, struct hsm **out) MUST_CHECK;
 
 /* hsm_close stops the worker threads, closes the sessions, logs out and
- * releases everything. Accepts NULL. Call it once every hsm_batch_wait()
- * and hsm_sign() has returned: no batch may be left un-waited. Should a
- * job still be queued, it fails with HSM_ERR_UNAVAILABLE; signatures
- * under way are finished first. */
+ * releases everything; it closes the helpers' sockets and waits for them
+ * to exit. Accepts NULL. Call it once every hsm_batch_wait() and
+ * hsm_sign() has returned: no batch may be left un-waited. Should a job
+ * still be queued, it fails with HSM_ERR_UNAVAILABLE; signatures under way
+ * are finished first. */
 void hsm_close(struct hsm *hsm);
 
 /* hsm_sig_alg returns the algorithm hsm_sign() uses with this key. */
 enum hsm_sig_alg hsm_get_sig_alg(const struct hsm *hsm);
 
 /* hsm_get_in_flight returns how many signatures hsm keeps in flight: its
- * worker threads. A batch of a few times as many jobs keeps them busy. */
+ * worker threads, times the processes that sign. A batch of a few times
+ * as many jobs keeps them busy. */
 unsigned int hsm_get_in_flight(const struct hsm *hsm);
+
+/* hsm_get_processes returns how many processes sign for hsm: 1, plus the
+ * helpers still in service. A helper that dies fails the jobs it had with
+ * HSM_ERR_UNAVAILABLE and is not used again, so a value below
+ * params->processes means one was lost. Thread-safe. */
+unsigned int hsm_get_processes(const struct hsm *hsm);
 
 /* hsm_get0_public_key points *out at the key's SubjectPublicKeyInfo DER,
  * borrowed until hsm_close(), and sets *out_len. */
@@ -119,9 +148,10 @@ void hsm_get0_public_key(
 /* hsm_sign hashes msg (msg_len bytes) with SHA-256 and signs the digest
  * with the token's key. sig must hold HSM_MAX_SIGNATURE_LEN bytes;
  * *sig_len receives the signature's length. Thread-safe: any number of
- * threads may call it at once. It queues one urgent job, which the workers
- * take before any batch's next job, and waits for it. Returns HSM_OK,
- * HSM_ERR_UNAVAILABLE (the token failed: answer tryLater) or HSM_ERR_ARG.
+ * threads may call it at once. It queues one urgent job, which this
+ * process's workers take before any batch's next job, and waits for it.
+ * Returns HSM_OK, HSM_ERR_UNAVAILABLE (the token failed: answer tryLater)
+ * or HSM_ERR_ARG (msg_len over HSM_MAX_MESSAGE_LEN, or a NULL pointer).
  */
 int hsm_sign(struct hsm *hsm, const uint8_t *msg, size_t msg_len, uint8_t *sig,
     size_t *sig_len) MUST_CHECK;
@@ -131,9 +161,9 @@ int hsm_sign(struct hsm *hsm, const uint8_t *msg, size_t msg_len, uint8_t *sig,
  * idle) and must wait for each with hsm_batch_wait(). The jobs are the
  * caller's, but only hsm/ touches them until that wait returns. On
  * success *out is the batch; otherwise it is NULL and nothing was queued.
- * Thread-safe. Returns HSM_OK, HSM_ERR_ARG (a NULL pointer, or a job whose
- * msg is NULL with msg_len > 0), HSM_ERR_NOMEM or HSM_ERR_UNAVAILABLE
- * (hsm_close() has begun). */
+ * Thread-safe. Returns HSM_OK, HSM_ERR_ARG (a NULL pointer, a job whose
+ * msg is NULL with msg_len > 0 or longer than HSM_MAX_MESSAGE_LEN),
+ * HSM_ERR_NOMEM or HSM_ERR_UNAVAILABLE (hsm_close() has begun). */
 int hsm_batch_start(struct hsm *hsm, struct hsm_job *jobs, size_t n,
     struct hsm_batch **out) MUST_CHECK;
 

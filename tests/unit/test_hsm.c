@@ -1,21 +1,27 @@
 /* test_hsm.c - hsm/ against a real SoftHSM2 token made in a fresh temporary
  * directory: provisioning, the key's attributes read back independently,
  * signatures checked by OpenSSL, every error path, concurrent signing,
- * batches through the session pool, and a token that vanishes mid-batch. */
+ * batches through the session pool, a token that vanishes mid-batch, and
+ * batches spread over helper processes, one of them killed. */
 /* NOLINTNEXTLINE(bugprone-reserved-identifier): feature macro for nftw() */
 #define _XOPEN_SOURCE 700
 
 #include "hsm/hsm.h"
 #include "tests/test.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -36,6 +42,7 @@
 #define N_BATCH_JOBS   1000
 #define N_PAIR_JOBS    300
 #define N_LONG_JOBS    20000
+#define N_HELPER_JOBS  3000
 #define MAX_MSG_LEN    48
 
 /* The layering check keeps <p11-kit/pkcs11.h> inside hsm/, and this reader
@@ -589,6 +596,8 @@ check_signing(const char *token, const char *key_label, const char *key_id,
 	CHECK(hsm_sign(hsm, NULL, 0, sig, &sig_len) == HSM_OK);
 	CHECK(verify(key, "", 0, sig, sig_len));
 	CHECK(hsm_sign(hsm, NULL, 1, sig, &sig_len) == HSM_ERR_ARG);
+	CHECK(hsm_sign(hsm, (const uint8_t *)msg, HSM_MAX_MESSAGE_LEN + 1, sig,
+		  &sig_len) == HSM_ERR_ARG);
 	CHECK(hsm_sign(hsm, (const uint8_t *)msg, 1, NULL, &sig_len) ==
 	    HSM_ERR_ARG);
 	CHECK(hsm_sign(hsm, (const uint8_t *)msg, 1, sig, NULL) == HSM_ERR_ARG);
@@ -904,6 +913,11 @@ test_batch_args(struct hsm *hsm, EVP_PKEY *key)
 	    batch == NULL);
 	CHECK(hsm_batch_start(hsm, jobs, 1, NULL) == HSM_ERR_ARG);
 	CHECK(hsm_batch_wait(NULL) == HSM_ERR_ARG);
+	/* Refused before a byte of msg is read. */
+	jobs[1].msg = (const uint8_t *)"x";
+	jobs[1].msg_len = HSM_MAX_MESSAGE_LEN + 1;
+	CHECK(hsm_batch_start(hsm, jobs, 2, &batch) == HSM_ERR_ARG &&
+	    batch == NULL);
 
 	CHECK(hsm_batch_start(hsm, NULL, 0, &batch) == HSM_OK);
 	CHECK(batch != NULL && hsm_batch_wait(batch) == HSM_OK);
@@ -1015,6 +1029,10 @@ test_pool_limits(void)
 	params.sessions = 0;
 	params.in_flight = HSM_MAX_IN_FLIGHT + 1;
 	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG && hsm == NULL);
+	params.in_flight = 0;
+	params.processes = HSM_MAX_PROCESSES + 1;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_ARG && hsm == NULL);
+	params.processes = 0;
 
 	CHECK(p11_open(&p, EC_TOKEN));
 	if (p.dl == NULL)
@@ -1082,6 +1100,251 @@ test_token_gone_mid_batch(void)
 	hsm_close(hsm);
 }
 
+/* list_children counts this process's children, zombies included, from
+ * /proc, and stores up to max of their pids in pids. */
+static size_t
+list_children(pid_t *pids, size_t max)
+{
+	DIR *proc;
+	struct dirent *entry;
+	char path[300], stat[512], *end, state;
+	size_t n = 0;
+	ssize_t len;
+	long ppid;
+	int fd;
+
+	if ((proc = opendir("/proc")) == NULL)
+		return 0;
+	while ((entry = readdir(proc)) != NULL) {
+		if (entry->d_name[0] < '1' || entry->d_name[0] > '9')
+			continue;
+		(void)snprintf(
+		    path, sizeof(path), "/proc/%s/stat", entry->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		len = read(fd, stat, sizeof(stat) - 1);
+		(void)close(fd);
+		if (len <= 0)
+			continue;
+		stat[len] = '\0';
+		/* pid (comm) state ppid ...: comm may hold anything. */
+		if ((end = strrchr(stat, ')')) == NULL ||
+		    sscanf(end + 1, " %c %ld", &state, &ppid) != 2 ||
+		    ppid != (long)getpid())
+			continue;
+		if (n < max)
+			pids[n] = (pid_t)atol(entry->d_name);
+		n++;
+	}
+	(void)closedir(proc);
+	return n;
+}
+
+/* has_no_children: every helper was reaped, none is left running. */
+static bool
+has_no_children(void)
+{
+	pid_t pids[1];
+
+	return list_children(pids, 1) == 0 &&
+	    waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+}
+
+static struct hsm *
+open_processes(const char *token, const char *key_label, unsigned int processes,
+    unsigned int in_flight)
+{
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+
+	params = params_for(token, key_label, NULL, "user.pin");
+	params.in_flight = in_flight;
+	params.processes = processes;
+	CHECK(hsm_open(&params, &hsm) == HSM_OK);
+	return hsm;
+}
+
+/* sign_big_batch signs n messages of len bytes, the last of them
+ * HSM_MAX_MESSAGE_LEN bytes, as one batch, and counts the good
+ * signatures. */
+static size_t
+sign_big_batch(struct hsm *hsm, EVP_PKEY *key, size_t n, size_t len)
+{
+	struct hsm_batch *batch = NULL;
+	struct hsm_job *jobs;
+	uint8_t *msgs;
+	size_t i, n_good = 0;
+
+	jobs = calloc(n, sizeof(*jobs));
+	msgs = malloc((n - 1) * len + HSM_MAX_MESSAGE_LEN);
+	CHECK(jobs != NULL && msgs != NULL);
+	if (jobs == NULL || msgs == NULL)
+		goto out;
+	for (i = 0; i < n; i++) {
+		jobs[i].msg = msgs + i * len;
+		jobs[i].msg_len = i + 1 < n ? len : HSM_MAX_MESSAGE_LEN;
+		memset(msgs + i * len, (int)(i & 0xff), jobs[i].msg_len);
+	}
+	CHECK(hsm_batch_start(hsm, jobs, n, &batch) == HSM_OK);
+	CHECK(hsm_batch_wait(batch) == HSM_OK);
+	for (i = 0; i < n; i++)
+		if (jobs[i].rc == HSM_OK &&
+		    verify(key, jobs[i].msg, jobs[i].msg_len, jobs[i].sig,
+			jobs[i].sig_len))
+			n_good++;
+out:
+	free(jobs);
+	free(msgs);
+	return n_good;
+}
+
+/* test_processes signs batches over this process and two helpers. */
+static void
+test_processes(void)
+{
+	pid_t pids[4];
+	struct hsm *hsm;
+	EVP_PKEY *key = NULL;
+
+	CHECK(has_no_children());
+	if ((hsm = open_processes(EC_TOKEN, EC_KEY, 3, 4)) == NULL)
+		return;
+	CHECK(list_children(pids, 4) == 2);
+	CHECK(hsm_get_processes(hsm) == 3);
+	CHECK(hsm_get_in_flight(hsm) == 3 * 4);
+	CHECK((key = decode_public_key(hsm)) != NULL);
+	test_batch_args(hsm, key);
+	CHECK(sign_batch(hsm, key, N_HELPER_JOBS, "helpers") == N_HELPER_JOBS);
+	/* Larger than a helper's first buffer, sent and read in parts. */
+	CHECK(sign_big_batch(hsm, key, 48, 300 * 1000) == 48);
+	CHECK(hsm_get_processes(hsm) == 3);
+	EVP_PKEY_free(key);
+	hsm_close(hsm);
+	CHECK(has_no_children());
+
+	/* processes 1 is this process alone. */
+	if ((hsm = open_processes(EC_TOKEN, EC_KEY, 1, 2)) == NULL)
+		return;
+	CHECK(hsm_get_processes(hsm) == 1 && hsm_get_in_flight(hsm) == 2);
+	CHECK(list_children(pids, 4) == 0);
+	hsm_close(hsm);
+}
+
+/* test_processes_busy keeps two batches in flight over this process and
+ * one helper while threads call hsm_sign(), with each key type. */
+static void
+test_processes_busy(const char *token, const char *key_label, size_t n_jobs)
+{
+	struct worker workers[N_THREADS];
+	struct job_set sets[2];
+	struct hsm_batch *batches[2] = {NULL, NULL};
+	struct hsm *hsm;
+	EVP_PKEY *key = NULL;
+	int i;
+
+	if ((hsm = open_processes(token, key_label, 2, 4)) == NULL)
+		return;
+	CHECK(hsm_get_processes(hsm) == 2);
+	CHECK((key = decode_public_key(hsm)) != NULL);
+	CHECK(job_set_init(&sets[0], n_jobs, "first"));
+	CHECK(job_set_init(&sets[1], n_jobs, "second"));
+	for (i = 0; i < 2; i++)
+		CHECK(hsm_batch_start(
+			  hsm, sets[i].jobs, sets[i].n, &batches[i]) == HSM_OK);
+	for (i = 0; i < N_THREADS; i++) {
+		workers[i] = (struct worker){.hsm = hsm, .key = key, .id = i};
+		workers[i].is_started = pthread_create(&workers[i].thread, NULL,
+					    sign_many, &workers[i]) == 0;
+		CHECK(workers[i].is_started);
+	}
+	for (i = 0; i < N_THREADS; i++) {
+		if (!workers[i].is_started)
+			continue;
+		CHECK(pthread_join(workers[i].thread, NULL) == 0);
+		CHECK(workers[i].n_good == N_SIGNATURES);
+	}
+	for (i = 1; i >= 0; i--) {
+		CHECK(hsm_batch_wait(batches[i]) == HSM_OK);
+		CHECK(count_verified(key, &sets[i], NULL) == n_jobs);
+	}
+	job_set_release(&sets[0]);
+	job_set_release(&sets[1]);
+	EVP_PKEY_free(key);
+	hsm_close(hsm);
+	CHECK(has_no_children());
+}
+
+/* test_helper_killed kills a helper while a long batch runs: the jobs it
+ * had fail as HSM_ERR_UNAVAILABLE, the others verify, nothing hangs, and
+ * the signers left take every later job. The helper is stopped first, so
+ * that it has jobs it cannot have answered when it dies. */
+static void
+test_helper_killed(void)
+{
+	struct timespec pause = {0, 200 * 1000 * 1000};
+	struct job_set set;
+	struct hsm_batch *batch = NULL;
+	struct hsm *hsm;
+	EVP_PKEY *key = NULL;
+	uint8_t sig[HSM_MAX_SIGNATURE_LEN];
+	size_t sig_len = 0, n_good, n_unavailable = 0;
+	pid_t pids[4];
+
+	if ((hsm = open_processes(EC_TOKEN, EC_KEY, 3, 4)) == NULL)
+		return;
+	CHECK((key = decode_public_key(hsm)) != NULL);
+	CHECK(list_children(pids, 4) == 2);
+	CHECK(job_set_init(&set, N_LONG_JOBS, "killed"));
+	CHECK(hsm_batch_start(hsm, set.jobs, set.n, &batch) == HSM_OK);
+	(void)nanosleep(&pause, NULL);
+	CHECK(kill(pids[0], SIGSTOP) == 0);
+	(void)nanosleep(&pause, NULL);
+	CHECK(kill(pids[0], SIGKILL) == 0);
+	CHECK(hsm_batch_wait(batch) == HSM_ERR_UNAVAILABLE);
+	n_good = count_verified(key, &set, &n_unavailable);
+	CHECK(n_unavailable > 0);
+	/* Its window, no more: hsm.c gives a helper at least 32 jobs. */
+	CHECK(n_unavailable <= 64);
+	CHECK(n_good + n_unavailable == N_LONG_JOBS);
+	job_set_release(&set);
+
+	CHECK(hsm_get_processes(hsm) == 2);
+	CHECK(sign_batch(hsm, key, N_BATCH_JOBS, "after") == N_BATCH_JOBS);
+	CHECK(hsm_sign(hsm, (const uint8_t *)"a", 1, sig, &sig_len) == HSM_OK);
+	CHECK(verify(key, "a", 1, sig, sig_len));
+	CHECK(hsm_get_processes(hsm) == 2);
+	EVP_PKEY_free(key);
+	hsm_close(hsm);
+	CHECK(has_no_children());
+}
+
+/* test_helper_open_errors: helpers that cannot open the token make
+ * hsm_open() fail with their error, and none of them is left behind. */
+static void
+test_helper_open_errors(void)
+{
+	struct hsm_params params;
+	struct hsm *hsm = NULL;
+
+	params = params_for(EC_TOKEN, EC_KEY, NULL, "wrong.pin");
+	params.processes = 3;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_LOGIN && hsm == NULL);
+	CHECK(has_no_children());
+	params = params_for(EC_TOKEN, EC_KEY, NULL, "missing.pin");
+	params.processes = 2;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_PIN_FILE && hsm == NULL);
+	CHECK(has_no_children());
+	params = params_for(EC_TOKEN, "no-such-key", NULL, "user.pin");
+	params.processes = 2;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_KEY && hsm == NULL);
+	CHECK(has_no_children());
+	params = params_for("no-such-token", EC_KEY, NULL, "user.pin");
+	params.processes = HSM_MAX_PROCESSES;
+	CHECK(hsm_open(&params, &hsm) == HSM_ERR_TOKEN && hsm == NULL);
+	CHECK(has_no_children());
+	CHECK(ERR_peek_error() == 0);
+}
+
 static void
 test_strerror(void)
 {
@@ -1116,6 +1379,11 @@ main(void)
 	test_pool_limits();
 	test_token_gone();
 	test_token_gone_mid_batch();
+	test_processes();
+	test_processes_busy(EC_TOKEN, EC_KEY, N_PAIR_JOBS * 4);
+	test_processes_busy(RSA_TOKEN, RSA_KEY, N_PAIR_JOBS);
+	test_helper_killed();
+	test_helper_open_errors();
 	test_strerror();
 	hsm_close(NULL);
 	cleanup();
