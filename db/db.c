@@ -3,8 +3,10 @@
  * returns an enum db_err and keeps LMDB's code for db_errno(). */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -1074,5 +1076,37 @@ db_list_certs(struct db *db, struct db_cursor_pos *pos, struct db_key *keys,
 out:
 	mdb_cursor_close(cursor);
 	mdb_txn_abort(txn);
+	return rc;
+}
+
+int
+db_release_pages(struct db *db)
+{
+	char line[4096 + 128], *path;
+	unsigned long start, end;
+	const char *data_path;
+	int rc = DB_OK;
+	FILE *maps;
+
+	/* LMDB reports no address for a map it placed itself, so find it
+	 * the way the kernel lists it. */
+	if (mdb_env_get_path(db->env, &data_path) != MDB_SUCCESS ||
+	    (maps = fopen("/proc/self/maps", "re")) == NULL)
+		return convert_rc(db, EIO);
+	while (fgets(line, sizeof(line), maps) != NULL) {
+		if (sscanf(line, "%lx-%lx", &start, &end) != 2 ||
+		    (path = strchr(line, '/')) == NULL)
+			continue;
+		path[strcspn(path, "\n")] = '\0';
+		if (strncmp(path, data_path, strlen(data_path)) != 0 ||
+		    strcmp(path + strlen(data_path), "/data.mdb") != 0)
+			continue;
+		/* LMDB maps the file shared and read-only (no
+		 * MDB_WRITEMAP): a page dropped from this process's page
+		 * tables is read back unchanged from the page cache. */
+		if (madvise((void *)start, end - start, MADV_DONTNEED) != 0)
+			rc = convert_rc(db, errno);
+	}
+	(void)fclose(maps);
 	return rc;
 }

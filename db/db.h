@@ -221,4 +221,10 @@ struct db_cursor_pos {
 int db_list_certs(struct db *db, struct db_cursor_pos *pos, struct db_key *keys,
     struct db_cert *certs, size_t max, size_t *n_out) MUST_CHECK;
 
+/* db_release_pages unmaps from this process the index pages it has read,
+ * which the kernel keeps in its page cache: a pass over a large index then
+ * leaves this process's resident memory as it found it. Safe while other
+ * threads read. Returns DB_OK or DB_ERR_IO. */
+int db_release_pages(struct db *db) MUST_CHECK;
+
 #endif

@@ -17,6 +17,7 @@
 
 #define MAX_BATCH          1024
 #define MAX_QUEUED_STORES  1024
+#define RELEASE_EVERY      1 /* batches between db_release_pages() */
 #define BR_MAX_REFRESH_S   (4 * 24 * 3600) /* BR 4.9.10: within 4 days */
 #define BR_MIN_BEFORE_NEXT (8 * 3600)      /* and 8 hours before expiry */
 
@@ -310,7 +311,7 @@ presign_run(struct presign *p, int64_t now, volatile sig_atomic_t *stop,
 	struct db_due *due = NULL;
 	struct db_due_pos pos = {0};
 	struct batch *current, *previous = NULL;
-	uint64_t failed_before;
+	uint64_t failed_before, n_written = 0;
 	size_t n_due;
 	int which = 0, rc = DB_ERR_NOMEM;
 	bool is_done = false;
@@ -338,6 +339,11 @@ presign_run(struct presign *p, int64_t now, volatile sig_atomic_t *stop,
 		if (previous != NULL) {
 			failed_before = stats->n_failed;
 			if ((rc = write_batch(p, previous, stats)) != DB_OK)
+				goto out;
+			/* Memory stays flat however large the index: what a
+			 * pass has read stays in the page cache, not in us. */
+			if (++n_written % RELEASE_EVERY == 0 &&
+			    (rc = db_release_pages(p->db)) != DB_OK)
 				goto out;
 			if (progress != NULL)
 				progress(progress_cls, stats);
