@@ -852,7 +852,11 @@ cmd_sign(struct ctl *ctl, int argc, char **argv)
 	(void)signal(SIGINT, stop_signing);
 	(void)signal(SIGTERM, stop_signing);
 	progress.is_tty = isatty(STDERR_FILENO) == 1;
-	if (db_count_due(db, (int64_t)time(NULL), &progress.total) != DB_OK)
+	/* Counting walks the whole schedule, so only for the progress bar;
+	 * and its pages are handed back before the run. */
+	if (progress.is_tty &&
+	    (db_count_due(db, (int64_t)time(NULL), &progress.total) != DB_OK ||
+		db_release_pages(db) != DB_OK))
 		progress.total = 0;
 	(void)clock_gettime(CLOCK_MONOTONIC, &progress.started);
 	rc = presign_run(presign, (int64_t)time(NULL), &sign_stop,
