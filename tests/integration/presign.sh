@@ -34,29 +34,6 @@ KILL_MOMENTS="0.3 0.8 1.5"
 
 PASSED=0
 FAILED=0
-ok() {
-	PASSED=$((PASSED + 1))
-	echo "ok - $1"
-}
-fail() {
-	FAILED=$((FAILED + 1))
-	echo "FAIL - $1 (${2:-})"
-}
-# check NAME DETAIL COMMAND...: ok if COMMAND succeeds, else FAIL.
-check() {
-	local name=$1 detail=$2
-	shift 2
-	if "$@"; then
-		ok "$name"
-	else
-		fail "$name" "$detail"
-	fi
-}
-summary() {
-	echo "$PASSED passed, $FAILED failed"
-	[ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]
-}
-
 for tool in openssl curl base64 od awk sha256sum; do
 	if ! command -v "$tool" >/dev/null 2>&1; then
 		fail "tools present" "$tool not found"
@@ -98,67 +75,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Helpers shared with the other integration suites.
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
 TAB=$(printf '\t')
 USED_PORTS=" "
-
-# free_port sets PORT to a loopback port nothing listens on, one this run
-# has not used yet, below the ephemeral range.
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 12000))
-		case $USED_PORTS in *" $p "*) continue ;; esac
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			USED_PORTS="$USED_PORTS$p "
-			PORT=$p
-			return 0
-		fi
-	done
-	return 1
-}
-
-# epoch DATE prints DATE (as openssl prints times) in seconds since 1970.
-epoch() {
-	date -u -d "$1" +%s 2>/dev/null
-}
 
 # now_ms prints the wall clock in milliseconds.
 now_ms() {
 	echo $(($(date +%s%N) / 1000000))
-}
-
-# summary_field FILE CERT LABEL prints the value of LABEL in the summary
-# block `openssl ocsp` prints for CERT (the -cert or -serial argument).
-summary_field() {
-	awk -v cert="$2: " -v label="$TAB$3: " '
-	    index($0, cert) == 1 { inside = 1; next }
-	    inside && index($0, label) == 1 { print substr($0, length(label) + 1); exit }
-	    inside && index($0, "\t") != 1 { inside = 0 }' "$1"
-}
-
-# resp_status FILE prints the OCSPResponseStatus of the response in FILE
-# (successful, tryLater...) or `none`; by number, as run.sh does.
-resp_status() {
-	local n
-	n=$(openssl ocsp -respin "$1" -resp_text -noverify 2>/dev/null |
-	    sed -n -e 's/^ *OCSP Response Status: [A-Za-z]* (0x\([0-9]\))$/\1/p' \
-		-e 's/^Responder Error: [A-Za-z]* (\([0-9]\))$/\1/p' | head -n 1)
-	case $n in
-	0) echo successful ;;
-	1) echo malformedRequest ;;
-	2) echo internalError ;;
-	3) echo tryLater ;;
-	5) echo sigRequired ;;
-	6) echo unauthorized ;;
-	*) echo none ;;
-	esac
-}
-
-# verified OUT: openssl said "Response verify OK" and saw no nonce trouble.
-verified() {
-	grep -qx "Response verify OK" "$1" &&
-	    ! grep -q "WARNING: no nonce in response" "$1" &&
-	    ! grep -q "Nonce Verify error" "$1"
 }
 
 # judge RESP CERT [PREFIX...]: `openssl ocsp` reads the response in RESP
@@ -184,18 +110,6 @@ says() {
 		[ "$(summary_field "$1.txt" "$2" Reason)" = "$4" ]; }
 }
 
-# ask OUT ARGS...: one `openssl ocsp` exchange with the responder at URL;
-# its output goes to OUT, stdout first.
-ask() {
-	local out=$1 rc
-	shift
-	openssl ocsp -url "$URL" -timeout 10 -CAfile "$CA" -resp_text "$@" \
-	    >"$out.stdout" 2>"$out.stderr"
-	rc=$?
-	cat "$out.stdout" "$out.stderr" >"$out"
-	return "$rc"
-}
-
 # get REQ OUT: GETs the OCSP request in the file REQ (percent-encoded
 # base64 in the path); prints the HTTP status code, the body goes to OUT,
 # the headers to OUT.h.
@@ -211,11 +125,6 @@ post() {
 	curl -s --max-time 10 -o "$2" -D "$2.h" -w '%{http_code}' \
 	    -H 'Content-Type: application/ocsp-request' --data-binary "@$1" \
 	    "http://127.0.0.1:$PORT/" 2>/dev/null
-}
-
-# header OUT NAME prints the value of header NAME in OUT.h.
-header() {
-	tr -d '\r' <"$1.h" | sed -n "s/^$2: *//Ip" | tail -n 1
 }
 
 # make_req OUT CERT: a request for CERT with one SHA-1 CertID and no nonce.
@@ -378,10 +287,6 @@ response_count() {
 	command -v mdb_stat >/dev/null 2>&1 || return 0
 	mdb_stat -s responses "$1" 2>/dev/null |
 	    sed -n 's/^ *Entries: \([0-9]*\)$/\1/p'
-}
-
-serial_of() {
-	openssl x509 -in "$1" -noout -serial | sed 's/^serial=//'
 }
 
 ########################################################################
